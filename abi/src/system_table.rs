@@ -1,0 +1,1 @@
+//! Binary system table (placeholder until the module lands).

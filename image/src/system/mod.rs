@@ -1,0 +1,1 @@
+//! The static system description (placeholder until the module lands).

@@ -1,0 +1,3 @@
+//! nc2dd-tests: harnesses that boot nc2dd images and watch their serial output.
+pub mod qemu;
+pub mod xenbed;

@@ -1,0 +1,1 @@
+//! Nested Xen test bed harness.

@@ -125,6 +125,12 @@ impl<'a> FrontRing<'a> {
         Ok(self.rsp_prod_cache.wrapping_sub(self.rsp_cons))
     }
 
+    /// Re-reads `rsp_prod` even if responses are cached.
+    pub fn refresh_responses(&mut self) -> Result<u32, PeerError> {
+        self.refresh()?;
+        Ok(self.rsp_prod_cache.wrapping_sub(self.rsp_cons))
+    }
+
     /// Copies response `i` (counting from the next unconsumed one; `i` must
     /// be below [`available_responses`](Self::available_responses)).
     pub fn read_response(&self, i: u32) -> (u32, Slot) {

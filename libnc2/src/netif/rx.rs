@@ -193,7 +193,7 @@ impl<'a> RxFrontend<'a> {
     }
 
     fn assemble(&mut self) -> Result<Option<RxPacket>, PeerError> {
-        let avail = self.ring.available_responses()?;
+        let mut avail = self.ring.available_responses()?;
         if avail == 0 {
             return Ok(None);
         }
@@ -218,7 +218,10 @@ impl<'a> RxFrontend<'a> {
                 });
             }
             if i >= avail {
-                return Ok(None);
+                avail = self.ring.refresh_responses()?;
+                if i >= avail {
+                    return Ok(None);
+                }
             }
             let (idx, s) = self.ring.read_response(i);
             let r = RxResponse::decode(&s);
@@ -272,7 +275,10 @@ impl<'a> RxFrontend<'a> {
                 while more_extra {
                     i += 1;
                     if i >= avail {
-                        return Ok(None);
+                        avail = self.ring.refresh_responses()?;
+                        if i >= avail {
+                            return Ok(None);
+                        }
                     }
                     let (eidx, es) = self.ring.read_response(i);
                     let (e, m) = ExtraInfo::decode(&es[..EXTRA_SIZE])?;

@@ -1,0 +1,188 @@
+//! Building the bootable artefacts: cross-compile, check, pack.
+//!
+//! Owns: the `cargo build --target x86_64-unknown-none` invocation (the target is passed here,
+//! never set at the workspace root, so host `cargo test` keeps working), the PVH-note check on the
+//! kernel, the boot module holding the servers, and where artefacts land. Outputs are written to
+//! a temporary name and renamed, so concurrent builds never leave a half-written file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::{fmt, fs};
+
+use nc2dd_abi::bootmodule::{Builder, EntryKind};
+
+use crate::elfnote;
+
+pub const TARGET: &str = "x86_64-unknown-none";
+/// The server crates packed into the boot module, in start order.
+pub const SERVERS: &[&str] = &["nic-ixgbe", "netback"];
+pub const KERNEL_ELF: &str = "nc2dd.elf";
+pub const MODULE: &str = "nc2dd-modules.bin";
+
+/// The workspace this tool was built from.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("image/ has a parent")
+        .to_path_buf()
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Cargo target directory for the cross build (kept apart from the host build's, so a
+    /// build started from inside `cargo test` never waits on the outer cargo's lock).
+    pub target_dir: PathBuf,
+    /// Where the artefacts land.
+    pub out_dir: PathBuf,
+    /// Extra cargo features for the kernel crate.
+    pub kernel_features: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let target = workspace_root().join("target");
+        Self {
+            target_dir: target.join("cross"),
+            out_dir: target.join("nc2dd"),
+            kernel_features: Vec::new(),
+        }
+    }
+}
+
+/// What a successful build produced.
+#[derive(Debug, Clone)]
+pub struct Artefacts {
+    pub kernel: PathBuf,
+    pub module: PathBuf,
+    pub pvh_entry: u64,
+    pub servers: Vec<(String, u64)>,
+}
+
+#[derive(Debug)]
+pub enum BuildError {
+    Io(PathBuf, std::io::Error),
+    Cargo(String),
+    Note(PathBuf, elfnote::NoteError),
+    Module(String),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            BuildError::Cargo(m) => write!(f, "cross build failed: {m}"),
+            BuildError::Note(p, e) => write!(f, "kernel {} rejected: {e}", p.display()),
+            BuildError::Module(m) => write!(f, "boot module: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+fn io<T>(p: &Path, r: std::io::Result<T>) -> Result<T, BuildError> {
+    r.map_err(|e| BuildError::Io(p.to_path_buf(), e))
+}
+
+/// Writes `data` to `path` atomically (temporary file in the same directory, then rename).
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), BuildError> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    io(&tmp, fs::write(&tmp, data))?;
+    io(path, fs::rename(&tmp, path))
+}
+
+/// How a package is compiled and linked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavour {
+    /// Runs at its link address with no loader to relocate it: static relocation model.
+    Kernel,
+    /// Position-independent (the target's default), linked at the fixed user base with the
+    /// relocations already applied, so the kernel loads it by program headers alone.
+    Server,
+}
+
+fn cargo_build(
+    opts: &Options,
+    flavour: Flavour,
+    packages: &[&str],
+    features: &[String],
+) -> Result<(), BuildError> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    // Separate target directories: the two flavours use different flags for the same
+    // dependencies, and sharing one directory would rebuild them on every switch.
+    let (subdir, rustflags) = match flavour {
+        Flavour::Kernel => ("kernel", "-Crelocation-model=static"),
+        Flavour::Server => ("servers", ""),
+    };
+    cmd.current_dir(workspace_root())
+        .args(["build", "--release", "--target", TARGET])
+        .arg("--target-dir")
+        .arg(opts.target_dir.join(subdir))
+        // With --target given, these flags do not reach host build scripts.
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR");
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| BuildError::Cargo(format!("cannot run cargo: {e}")))?;
+    if !status.success() {
+        return Err(BuildError::Cargo(format!(
+            "`cargo build -p {}` exited with {status}",
+            packages.join(" -p ")
+        )));
+    }
+    Ok(())
+}
+
+fn output(opts: &Options, flavour: Flavour, bin: &str) -> PathBuf {
+    let subdir = if flavour == Flavour::Kernel {
+        "kernel"
+    } else {
+        "servers"
+    };
+    opts.target_dir
+        .join(subdir)
+        .join(TARGET)
+        .join("release")
+        .join(bin)
+}
+
+/// Builds the kernel and the servers, checks the kernel's PVH note, packs the boot module.
+pub fn build(opts: &Options) -> Result<Artefacts, BuildError> {
+    io(&opts.out_dir, fs::create_dir_all(&opts.out_dir))?;
+    cargo_build(opts, Flavour::Kernel, &["kernel"], &opts.kernel_features)?;
+    let kernel_built = output(opts, Flavour::Kernel, "nc2dd");
+    let kernel_bytes = io(&kernel_built, fs::read(&kernel_built))?;
+    let pvh_entry = elfnote::check_pvh_note(&kernel_bytes)
+        .map_err(|e| BuildError::Note(kernel_built.clone(), e))?;
+
+    let mut module = Builder::new();
+    let mut servers = Vec::new();
+    cargo_build(opts, Flavour::Server, SERVERS, &[])?;
+    for name in SERVERS {
+        let path = output(opts, Flavour::Server, name);
+        let bytes = io(&path, fs::read(&path))?;
+        servers.push((name.to_string(), bytes.len() as u64));
+        module.add(name, EntryKind::Server, bytes);
+    }
+    let module = module
+        .build()
+        .map_err(|e| BuildError::Module(e.to_string()))?;
+
+    let kernel = opts.out_dir.join(KERNEL_ELF);
+    let module_path = opts.out_dir.join(MODULE);
+    write_atomic(&kernel, &kernel_bytes)?;
+    write_atomic(&module_path, &module)?;
+    Ok(Artefacts {
+        kernel,
+        module: module_path,
+        pvh_entry,
+        servers,
+    })
+}

@@ -1,0 +1,279 @@
+//! The boot sequence: what `kernel_main` does, in order, and the kernel's fatal paths.
+//!
+//! 1. console and logging;
+//! 2. GDT/TSS and IDT, so every later fault gets a dump;
+//! 3. start info;
+//! 4. frame allocator over the memory map minus everything the loader and the kernel occupy;
+//! 5. kernel heap;
+//! 6. the kernel's own W^X page tables;
+//! 7. the boot module;
+//! 8. self-tests asked for on the command line; then the pass marker.
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::panic::PanicInfo;
+use log::{error, info};
+use nc2dd_abi::bootmodule::{BootModule, EntryKind};
+use nc2dd_abi::markers;
+use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::structures::paging::{OffsetPageTable, PageTable, PhysFrame, Size4KiB};
+use x86_64::{PhysAddr, VirtAddr};
+
+use crate::arch::x86_64::{console, cpu, entry, gdt, idt, phys};
+use kernel::boot::cmdline;
+use kernel::boot::start_info::StartInfo;
+use kernel::mem::frame::{FRAME_SIZE, FrameAllocator, bitmap_words};
+use kernel::mem::paging;
+
+#[global_allocator]
+static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+
+/// Physical memory the frame allocator covers; a driver domain has far less.
+const PHYS_CEILING: u64 = 16 << 30;
+const HEAP_MAX: u64 = 8 << 20;
+
+static mut FRAME_BITMAP: [u64; bitmap_words(PHYS_CEILING)] = [0; bitmap_words(PHYS_CEILING)];
+
+/// Adapts the frame allocator to the `x86_64` crate's mapper.
+struct Frames<'a, 'b>(&'a mut FrameAllocator<'b>);
+
+// SAFETY: the allocator hands out each free frame once; frames are identity-mapped RAM that the
+// mapper zeroes before use as tables.
+unsafe impl x86_64::structures::paging::FrameAllocator<Size4KiB> for Frames<'_, '_> {
+    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+        self.0
+            .alloc()
+            .map(|a| PhysFrame::containing_address(PhysAddr::new(a)))
+    }
+}
+
+fn fail(what: core::fmt::Arguments<'_>) -> ! {
+    error!("{what}");
+    console::print(format_args!("{}: {what}\n", markers::FAIL));
+    cpu::exit(false)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
+    let xen = cpu::running_on_xen();
+    console::init(xen);
+    info!(
+        "nc2dd kernel {} starting ({})",
+        env!("CARGO_PKG_VERSION"),
+        if xen { "Xen PVH entry" } else { "PVH entry" }
+    );
+    gdt::init();
+    idt::init();
+
+    let si = StartInfo::parse(&phys::IdentityMap, start_info_paddr)
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
+    info!(
+        "start info: version {} flags {:#x} modules {} memmap entries {} rsdp {:#x}",
+        si.version,
+        si.flags,
+        si.modules().len(),
+        si.memory_map().len(),
+        si.rsdp_paddr
+    );
+    info!("command line: \"{}\"", si.cmdline());
+    for r in si.memory_map() {
+        info!("  memory {:#014x}-{:#014x} {:?}", r.start, r.end(), r.kind);
+    }
+    info!("memory: {} KiB RAM", si.ram_bytes() / 1024);
+
+    // SAFETY: the bitmap is used only here, once, on the boot CPU.
+    let bits = unsafe {
+        (&raw mut FRAME_BITMAP)
+            .as_mut()
+            .expect("static is non-null")
+    };
+    let mut frames = FrameAllocator::new(bits);
+    for r in si
+        .memory_map()
+        .iter()
+        .filter(|r| r.kind == kernel::boot::start_info::MemoryType::Ram)
+    {
+        frames.add_free_range(r.start, r.end());
+    }
+    let image = entry::kernel_image();
+    frames.reserve_range(0, 0x10_0000);
+    frames.reserve_range(image.start, image.end);
+    frames.reserve_range(si.paddr, si.paddr + 64);
+    frames.reserve_range(
+        si.memmap_paddr,
+        si.memmap_paddr + 24 * si.memory_map().len() as u64,
+    );
+    frames.reserve_range(
+        si.modlist_paddr,
+        si.modlist_paddr + 32 * si.modules().len() as u64,
+    );
+    if si.cmdline_paddr != 0 {
+        frames.reserve_range(
+            si.cmdline_paddr,
+            si.cmdline_paddr + si.cmdline().len() as u64 + 1,
+        );
+    }
+    for m in si.modules() {
+        frames.reserve_range(m.paddr, m.paddr + m.size);
+    }
+    info!(
+        "frames: {} free of 4 KiB ({} MiB)",
+        frames.free_frames(),
+        frames.free_frames() * 4 / 1024
+    );
+
+    let heap_bytes =
+        (frames.free_frames() * FRAME_SIZE / 4).min(HEAP_MAX) / FRAME_SIZE * FRAME_SIZE;
+    let heap_start = frames
+        .alloc_contiguous(heap_bytes / FRAME_SIZE, FRAME_SIZE)
+        .unwrap_or_else(|| {
+            fail(format_args!(
+                "no {heap_bytes} contiguous bytes for the kernel heap"
+            ))
+        });
+    // SAFETY: the frames were just taken from the allocator, are identity-mapped RAM and belong
+    // to the heap from now on.
+    unsafe { HEAP.lock().init(heap_start as *mut u8, heap_bytes as usize) };
+    info!("heap: {} KiB at {:#x}", heap_bytes / 1024, heap_start);
+
+    let plan = paging::plan(si.memory_map(), &image);
+    let l4_paddr = frames
+        .alloc()
+        .unwrap_or_else(|| fail(format_args!("no frame for the PML4")));
+    // SAFETY: a fresh frame, identity-mapped, used only as the new PML4.
+    let l4 = unsafe {
+        let p = l4_paddr as *mut PageTable;
+        p.write(PageTable::new());
+        &mut *p
+    };
+    // SAFETY: the current tables identity-map all RAM, so offset 0 translates frames correctly.
+    let mut mapper = unsafe { OffsetPageTable::new(l4, VirtAddr::new(0)) };
+    for r in &plan {
+        // SAFETY: the new table is not active yet; it maps RAM to itself.
+        unsafe { paging::map_region(&mut mapper, r, &mut Frames(&mut frames)) }
+            .unwrap_or_else(|e| fail(format_args!("mapping {r:?}: {e:?}")));
+    }
+    let covered = |a: u64, len: u64| plan.iter().any(|r| r.start <= a && a + len <= r.end);
+    if !covered(si.paddr, 64) || si.modules().iter().any(|m| !covered(m.paddr, m.size)) {
+        fail(format_args!(
+            "the start info or a boot module lies outside RAM"
+        ));
+    }
+    // SAFETY: the new tables map the kernel image (text executable), its stack (in .bss), the
+    // heap and all RAM exactly as the boot tables did, minus page 0 and non-RAM holes.
+    unsafe {
+        Cr3::write(
+            PhysFrame::containing_address(PhysAddr::new(l4_paddr)),
+            Cr3Flags::empty(),
+        )
+    };
+    info!(
+        "paging: kernel page tables active ({} regions, W^X, page 0 unmapped)",
+        plan.len()
+    );
+
+    match si.modules().first() {
+        None => info!("boot module: none (no servers to start)"),
+        Some(m) => {
+            // SAFETY: the module was reserved above and is mapped read-write as RAM; nothing
+            // writes it.
+            let bytes = unsafe { phys::slice(m.paddr, m.size as usize) };
+            match BootModule::parse(bytes) {
+                Ok(bm) => {
+                    let servers: Vec<_> = bm
+                        .entries()
+                        .filter(|e| e.kind == EntryKind::Server)
+                        .collect();
+                    info!("boot module: {} bytes, {} servers", m.size, servers.len());
+                    for e in &servers {
+                        info!("  server {} ({} bytes)", e.name, e.data.len());
+                    }
+                    if let Some(t) = bm.entries().find(|e| e.kind == EntryKind::SystemTable) {
+                        info!("  system table ({} bytes)", t.data.len());
+                    }
+                }
+                Err(e) => fail(format_args!("boot module: {e}")),
+            }
+        }
+    }
+
+    check_memory(&mut frames);
+    if let Some(test) = cmdline::option(si.cmdline(), "selftest") {
+        selftest(test);
+    }
+    info!("boot complete");
+    console::print(format_args!("{}: nc2dd kernel booted\n", markers::PASS));
+    cpu::exit(true)
+}
+
+/// Exercises the heap and the frame allocator once, so a broken memory setup fails the boot.
+fn check_memory(frames: &mut FrameAllocator<'_>) {
+    let mut v: Vec<u64> = Vec::with_capacity(128 * 1024);
+    v.extend(0..128 * 1024);
+    let sum: u64 = v.iter().sum();
+    let before = frames.free_frames();
+    let f = frames
+        .alloc()
+        .unwrap_or_else(|| fail(format_args!("frame allocation failed")));
+    let freed = frames.free(f);
+    if sum != (128 * 1024) * (128 * 1024 - 1) / 2
+        || freed.is_err()
+        || frames.free_frames() != before
+    {
+        fail(format_args!("memory self-check failed"));
+    }
+    let (used, size) = {
+        let h = HEAP.lock();
+        (h.used(), h.size())
+    };
+    info!(
+        "memory check: heap {} of {} KiB used, frame alloc/free ok",
+        used / 1024,
+        size / 1024
+    );
+}
+
+/// Deliberate faults, for the tests that prove the exception path and the kernel's protections.
+fn selftest(name: &str) {
+    info!("self-test: {name}");
+    match name {
+        // An unmapped canonical address.
+        "pagefault" => {
+            // SAFETY: deliberately faults; the exception handler ends the run.
+            unsafe { core::ptr::write_volatile(0x7fff_dead_0000 as *mut u64, 1) }
+        }
+        // Page 0 is never mapped.
+        "null" => {
+            // SAFETY: deliberately faults, as above.
+            let v = unsafe { core::ptr::read_volatile(core::ptr::null::<u64>()) };
+            info!("read {v} from address 0");
+        }
+        // Kernel text is read-only (W^X).
+        "write-text" => {
+            let text = entry::kernel_image().text_start as *mut u8;
+            // SAFETY: deliberately faults, as above.
+            unsafe { core::ptr::write_volatile(text, 0xcc) }
+        }
+        // The heap is not executable (W^X).
+        "exec-heap" => {
+            let code = alloc::boxed::Box::new([0xc3u8; 16]);
+            // SAFETY: deliberately faults on the instruction fetch.
+            let f: extern "C" fn() = unsafe { core::mem::transmute(code.as_ptr()) };
+            f();
+        }
+        "ud" => {
+            // SAFETY: deliberately raises #UD.
+            unsafe { core::arch::asm!("ud2") }
+        }
+        "panic" => panic!("self-test panic"),
+        other => fail(format_args!("unknown self-test {other:?}")),
+    }
+    fail(format_args!("self-test {name} did not fault"));
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    console::print_emergency(format_args!("\n{}: {info}\n", markers::PANIC));
+    cpu::exit(false)
+}

@@ -229,18 +229,26 @@ impl fmt::Display for DecodeError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Byte cursors. Records are fixed-size arrays and the field offsets are constants, so a short read
-// cannot happen; the cursors still never index out of bounds (a short read yields zeros).
+// Raw records: the exact on-disk fields, shared by the encoder (image tool) and the decoder. Each
+// record is declared once, as its fields in layout order; `record!` derives both directions from
+// that list and proves at compile time that the fields fill the record exactly, so the encoder
+// and the decoder cannot disagree about an offset.
 
+/// A fixed-size little-endian field.
+trait Field: Sized {
+    const SIZE: usize;
+    fn read(r: &mut Reader<'_>) -> Self;
+    fn write(&self, w: &mut Writer<'_>);
+}
+
+/// Reads fields front to back. The records are fixed-size arrays whose length the fields fill
+/// exactly, so a short read cannot happen; if it did, it would yield zeros, never index out of
+/// bounds.
 struct Reader<'a> {
     rest: &'a [u8],
 }
 
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Reader { rest: bytes }
-    }
-
+impl Reader<'_> {
     fn take<const N: usize>(&mut self) -> [u8; N] {
         match self.rest.split_first_chunk::<N>() {
             Some((head, tail)) => {
@@ -253,382 +261,205 @@ impl<'a> Reader<'a> {
             }
         }
     }
-
-    fn u8(&mut self) -> u8 {
-        self.take::<1>()[0]
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes(self.take())
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes(self.take())
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.take())
-    }
-    fn str_ref(&mut self) -> StrRef {
-        StrRef {
-            offset: self.u32(),
-            len: self.u32(),
-        }
-    }
-    fn range(&mut self) -> Range16 {
-        Range16 {
-            first: self.u16(),
-            count: self.u16(),
-        }
-    }
 }
 
+/// Writes fields front to back, dropping anything past the end (which cannot happen either).
 struct Writer<'a> {
     rest: &'a mut [u8],
 }
 
-impl<'a> Writer<'a> {
-    fn new(bytes: &'a mut [u8]) -> Self {
-        Writer { rest: bytes }
-    }
-
+impl Writer<'_> {
     fn put(&mut self, data: &[u8]) {
         let rest = core::mem::take(&mut self.rest);
         let n = data.len().min(rest.len());
         let (head, tail) = rest.split_at_mut(n);
-        head.copy_from_slice(&data[..n]);
+        head.copy_from_slice(data.get(..n).unwrap_or(&[]));
         self.rest = tail;
     }
-
-    fn u8(&mut self, v: u8) {
-        self.put(&[v]);
-    }
-    fn u16(&mut self, v: u16) {
-        self.put(&v.to_le_bytes());
-    }
-    fn u32(&mut self, v: u32) {
-        self.put(&v.to_le_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.put(&v.to_le_bytes());
-    }
-    fn str_ref(&mut self, r: StrRef) {
-        self.u32(r.offset);
-        self.u32(r.len);
-    }
-    fn range(&mut self, r: Range16) {
-        self.u16(r.first);
-        self.u16(r.count);
-    }
-    fn is_full(&self) -> bool {
-        self.rest.is_empty()
-    }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Raw records: the exact on-disk fields, shared by the encoder (image tool) and the decoder.
-
-/// A string in the strings section.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StrRef {
-    pub offset: u32,
-    pub len: u32,
-}
-
-/// `count` records starting at `first` in another section.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Range16 {
-    pub first: u16,
-    pub count: u16,
-}
-
-/// Where a section lives.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SectionEntry {
-    pub offset: u32,
-    pub count: u32,
-}
-
-/// The fixed header. `checksum` is written last, by [`seal`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Header {
-    pub version: u32,
-    pub total_len: u32,
-    pub checksum: u32,
-    pub reserved: u32,
-    pub memory_budget: u64,
-    pub name: StrRef,
-    /// Indexed like [`Section::DIRECTORY`].
-    pub sections: [SectionEntry; 7],
-}
-
-impl Header {
-    pub const LEN: usize = HEADER_LEN;
-
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
-        let mut out = [0; Self::LEN];
-        let mut w = Writer::new(&mut out);
-        w.put(&MAGIC);
-        w.u32(self.version);
-        w.u32(self.total_len);
-        w.u32(self.checksum);
-        w.u32(self.reserved);
-        w.u64(self.memory_budget);
-        w.str_ref(self.name);
-        for s in &self.sections {
-            w.u32(s.offset);
-            w.u32(s.count);
+macro_rules! int_field {
+    ($($t:ty),*) => {$(
+        impl Field for $t {
+            const SIZE: usize = core::mem::size_of::<$t>();
+            fn read(r: &mut Reader<'_>) -> Self {
+                <$t>::from_le_bytes(r.take())
+            }
+            fn write(&self, w: &mut Writer<'_>) {
+                w.put(&self.to_le_bytes());
+            }
         }
-        debug_assert!(w.is_full());
-        out
-    }
-
-    /// The fields and whether the magic matched.
-    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> (Self, bool) {
-        let mut r = Reader::new(bytes);
-        let magic_ok = r.take::<8>() == MAGIC;
-        let version = r.u32();
-        let total_len = r.u32();
-        let checksum = r.u32();
-        let reserved = r.u32();
-        let memory_budget = r.u64();
-        let name = r.str_ref();
-        let mut sections = [SectionEntry::default(); 7];
-        for s in &mut sections {
-            s.offset = r.u32();
-            s.count = r.u32();
-        }
-        let header = Header {
-            version,
-            total_len,
-            checksum,
-            reserved,
-            memory_budget,
-            name,
-            sections,
-        };
-        (header, magic_ok)
-    }
+    )*};
 }
+int_field!(u8, u16, u32, u64);
 
-/// One task, as stored.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TaskRecord {
-    pub name: StrRef,
-    pub server: StrRef,
-    pub priority: u8,
-    pub flags: u8,
-    pub fault_bit: u8,
-    pub timer_bit: u8,
-    pub xen_event_bit: u8,
-    pub reserved: [u8; 3],
-    pub stack: u64,
-    pub heap: u64,
-    pub dma: u64,
-    pub grant_window: u64,
-    pub notifications: Range16,
-    pub devices: Range16,
-}
-
-impl TaskRecord {
-    pub const LEN: usize = 64;
-
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
-        let mut out = [0; Self::LEN];
-        let mut w = Writer::new(&mut out);
-        w.str_ref(self.name);
-        w.str_ref(self.server);
-        w.u8(self.priority);
-        w.u8(self.flags);
-        w.u8(self.fault_bit);
-        w.u8(self.timer_bit);
-        w.u8(self.xen_event_bit);
-        w.put(&self.reserved);
-        w.u64(self.stack);
-        w.u64(self.heap);
-        w.u64(self.dma);
-        w.u64(self.grant_window);
-        w.range(self.notifications);
-        w.range(self.devices);
-        debug_assert!(w.is_full());
-        out
+impl<T: Field, const N: usize> Field for [T; N] {
+    const SIZE: usize = T::SIZE * N;
+    fn read(r: &mut Reader<'_>) -> Self {
+        core::array::from_fn(|_| T::read(r))
     }
-
-    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Self {
-        let mut r = Reader::new(bytes);
-        TaskRecord {
-            name: r.str_ref(),
-            server: r.str_ref(),
-            priority: r.u8(),
-            flags: r.u8(),
-            fault_bit: r.u8(),
-            timer_bit: r.u8(),
-            xen_event_bit: r.u8(),
-            reserved: r.take(),
-            stack: r.u64(),
-            heap: r.u64(),
-            dma: r.u64(),
-            grant_window: r.u64(),
-            notifications: r.range(),
-            devices: r.range(),
+    fn write(&self, w: &mut Writer<'_>) {
+        for x in self {
+            x.write(w);
         }
     }
 }
 
-/// One named notification bit of a task.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NotificationRecord {
-    pub name: StrRef,
-    pub bit: u8,
-    pub reserved: [u8; 3],
-}
-
-impl NotificationRecord {
-    pub const LEN: usize = 12;
-
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
-        let mut out = [0; Self::LEN];
-        let mut w = Writer::new(&mut out);
-        w.str_ref(self.name);
-        w.u8(self.bit);
-        w.put(&self.reserved);
-        debug_assert!(w.is_full());
-        out
-    }
-
-    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Self {
-        let mut r = Reader::new(bytes);
-        NotificationRecord {
-            name: r.str_ref(),
-            bit: r.u8(),
-            reserved: r.take(),
+/// Declares a record (or a compound field) as its fields in layout order.
+macro_rules! record {
+    ($(#[$meta:meta])* $name:ident, $len:expr, {
+        $($(#[$fmeta:meta])* $field:ident: $ty:ty,)*
+    }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
         }
-    }
-}
 
-/// One end of a channel: the task and the bit it receives the peer's kicks on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EndRecord {
-    pub task: u16,
-    pub kick_bit: u8,
-    pub reserved: u8,
-}
+        impl $name {
+            /// Bytes this occupies in a table.
+            pub const LEN: usize = $len;
 
-/// One channel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ChannelRecord {
-    pub name: StrRef,
-    pub size: u64,
-    pub ends: [EndRecord; 2],
-}
+            pub fn to_bytes(&self) -> [u8; $len] {
+                let mut out = [0; $len];
+                Field::write(self, &mut Writer { rest: &mut out });
+                out
+            }
 
-impl ChannelRecord {
-    pub const LEN: usize = 24;
-
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
-        let mut out = [0; Self::LEN];
-        let mut w = Writer::new(&mut out);
-        w.str_ref(self.name);
-        w.u64(self.size);
-        for e in &self.ends {
-            w.u16(e.task);
-            w.u8(e.kick_bit);
-            w.u8(e.reserved);
+            pub fn from_bytes(bytes: &[u8; $len]) -> Self {
+                Field::read(&mut Reader { rest: bytes })
+            }
         }
-        debug_assert!(w.is_full());
-        out
-    }
 
-    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Self {
-        let mut r = Reader::new(bytes);
-        let name = r.str_ref();
-        let size = r.u64();
-        let mut ends = [EndRecord::default(); 2];
-        for e in &mut ends {
-            e.task = r.u16();
-            e.kick_bit = r.u8();
-            e.reserved = r.u8();
+        impl Field for $name {
+            const SIZE: usize = 0 $(+ <$ty as Field>::SIZE)*;
+            fn read(r: &mut Reader<'_>) -> Self {
+                $name { $($field: Field::read(r),)* }
+            }
+            fn write(&self, w: &mut Writer<'_>) {
+                $(self.$field.write(w);)*
+            }
         }
-        ChannelRecord { name, size, ends }
-    }
+
+        const _: () = assert!(<$name as Field>::SIZE == $len, "fields do not fill the record");
+    };
 }
 
-/// One device claim.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DeviceRecord {
-    pub name: StrRef,
-    pub kind: u8,
-    pub bar_mask: u8,
-    pub bus: u8,
-    pub device: u8,
-    pub segment: u16,
-    pub function: u8,
-    pub reserved: u8,
-    pub pci_ids: Range16,
-    pub msix: Range16,
-}
-
-impl DeviceRecord {
-    pub const LEN: usize = 24;
-
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
-        let mut out = [0; Self::LEN];
-        let mut w = Writer::new(&mut out);
-        w.str_ref(self.name);
-        w.u8(self.kind);
-        w.u8(self.bar_mask);
-        w.u8(self.bus);
-        w.u8(self.device);
-        w.u16(self.segment);
-        w.u8(self.function);
-        w.u8(self.reserved);
-        w.range(self.pci_ids);
-        w.range(self.msix);
-        debug_assert!(w.is_full());
-        out
+record!(
+    /// A string in the strings section.
+    StrRef, 8, {
+        offset: u32,
+        len: u32,
     }
+);
 
-    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Self {
-        let mut r = Reader::new(bytes);
-        DeviceRecord {
-            name: r.str_ref(),
-            kind: r.u8(),
-            bar_mask: r.u8(),
-            bus: r.u8(),
-            device: r.u8(),
-            segment: r.u16(),
-            function: r.u8(),
-            reserved: r.u8(),
-            pci_ids: r.range(),
-            msix: r.range(),
-        }
+record!(
+    /// `count` records starting at `first` in another section.
+    Range16, 4, {
+        first: u16,
+        count: u16,
     }
-}
+);
 
-/// A PCI vendor:device pair.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PciIdRecord {
-    pub vendor: u16,
-    pub device: u16,
-}
-
-impl PciIdRecord {
-    pub const LEN: usize = 4;
-
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
-        let mut out = [0; Self::LEN];
-        let mut w = Writer::new(&mut out);
-        w.u16(self.vendor);
-        w.u16(self.device);
-        debug_assert!(w.is_full());
-        out
+record!(
+    /// Where a section lives.
+    SectionEntry, 8, {
+        offset: u32,
+        count: u32,
     }
+);
 
-    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Self {
-        let mut r = Reader::new(bytes);
-        PciIdRecord {
-            vendor: r.u16(),
-            device: r.u16(),
-        }
+record!(
+    /// The fixed header. `checksum` is written last, by [`seal`].
+    Header, HEADER_LEN, {
+        /// [`MAGIC`] in a real table.
+        magic: [u8; 8],
+        version: u32,
+        total_len: u32,
+        checksum: u32,
+        reserved: u32,
+        memory_budget: u64,
+        name: StrRef,
+        /// Indexed like [`Section::DIRECTORY`].
+        sections: [SectionEntry; 7],
     }
-}
+);
+
+record!(
+    /// One task, as stored.
+    TaskRecord, 64, {
+        name: StrRef,
+        server: StrRef,
+        priority: u8,
+        /// [`TASK_SUPERVISOR`] | [`TASK_XEN`].
+        flags: u8,
+        /// Bits are [`NO_BIT`] when absent.
+        fault_bit: u8,
+        timer_bit: u8,
+        xen_event_bit: u8,
+        reserved: [u8; 3],
+        stack: u64,
+        heap: u64,
+        dma: u64,
+        grant_window: u64,
+        notifications: Range16,
+        devices: Range16,
+    }
+);
+
+record!(
+    /// One named notification bit of a task.
+    NotificationRecord, 12, {
+        name: StrRef,
+        bit: u8,
+        reserved: [u8; 3],
+    }
+);
+
+record!(
+    /// One end of a channel: the task and the bit it receives the other end's kicks on.
+    EndRecord, 4, {
+        task: u16,
+        kick_bit: u8,
+        reserved: u8,
+    }
+);
+
+record!(
+    /// One channel.
+    ChannelRecord, 24, {
+        name: StrRef,
+        size: u64,
+        ends: [EndRecord; 2],
+    }
+);
+
+record!(
+    /// One device claim. The BDF fields are zero in a claim by ids, the id range in a claim by
+    /// BDF.
+    DeviceRecord, 24, {
+        name: StrRef,
+        /// [`DEVICE_BY_IDS`] or [`DEVICE_BY_BDF`].
+        kind: u8,
+        /// Bit `i` set: BAR `i`.
+        bar_mask: u8,
+        bus: u8,
+        device: u8,
+        segment: u16,
+        function: u8,
+        reserved: u8,
+        pci_ids: Range16,
+        msix: Range16,
+    }
+);
+
+record!(
+    /// A PCI vendor:device pair.
+    PciIdRecord, 4, {
+        vendor: u16,
+        device: u16,
+    }
+);
 
 // ---------------------------------------------------------------------------------------------
 // Checksum.
@@ -806,8 +637,8 @@ impl<'a> Table<'a> {
                 });
             }
         };
-        let (header, magic_ok) = Header::from_bytes(header_bytes);
-        if !magic_ok {
+        let header = Header::from_bytes(header_bytes);
+        if header.magic != MAGIC {
             return Err(DecodeError::BadMagic);
         }
         if header.version != VERSION {
@@ -851,10 +682,11 @@ impl<'a> Table<'a> {
                     why: "does not start where the previous section ends",
                 });
             }
-            let len = (entry.count as usize)
+            let end = (entry.count as usize)
                 .checked_mul(section.record_len())
-                .and_then(|l| at.checked_add(l).map(|end| (l, end)));
-            let Some((_, end)) = len.filter(|&(_, end)| end <= total) else {
+                .and_then(|len| at.checked_add(len))
+                .filter(|&end| end <= total);
+            let Some(end) = end else {
                 return Err(DecodeError::BadSection {
                     section,
                     why: "extends past the end of the table",
@@ -920,22 +752,27 @@ impl<'a> Table<'a> {
             ));
         }
         for (index, rec) in self.tasks.iter().enumerate() {
-            let task = self.parse_task(index, rec)?;
-            for (i, n) in task.notifications.iter().enumerate() {
-                parse_notification(self.pools, n).ok_or(invalid(
-                    Section::Notifications,
-                    i,
-                    "bad name or bit",
-                ))?;
-            }
-            let mut vectors = 0usize;
-            for (i, d) in task.devices.iter().enumerate() {
-                let device = parse_device(self.pools, d)
-                    .map_err(|what| invalid(Section::Devices, i, what))?;
-                vectors += device.msix.len();
-            }
+            self.parse_task(index, rec)?;
+        }
+        // Every record, referenced or not, so that no iterator can meet a bad one.
+        for (index, rec) in self.notifications.iter().enumerate() {
+            parse_notification(self.pools, rec).ok_or(invalid(
+                Section::Notifications,
+                index,
+                "bad name or bit",
+            ))?;
+        }
+        let mut vectors = 0usize;
+        for (index, rec) in self.devices.iter().enumerate() {
+            let device = parse_device(self.pools, rec)
+                .map_err(|what| invalid(Section::Devices, index, what))?;
+            vectors += device.msix.len();
             if vectors > MAX_MSIX_TOTAL {
-                return Err(invalid(Section::Tasks, index, "too many MSI-X vectors"));
+                return Err(invalid(
+                    Section::Devices,
+                    index,
+                    "too many MSI-X vectors in all",
+                ));
             }
         }
         for (index, rec) in self.channels.iter().enumerate() {
@@ -1344,6 +1181,7 @@ mod tests {
         assert_eq!(PciIdRecord::from_bytes(&p.to_bytes()), p);
 
         let mut h = Header {
+            magic: MAGIC,
             version: VERSION,
             total_len: 200,
             checksum: 0xdead_beef,
@@ -1360,7 +1198,7 @@ mod tests {
         assert_eq!(&b[..8], b"NC2DDSYS");
         assert_eq!(&b[16..20], &0xdead_beef_u32.to_le_bytes());
         assert_eq!(&b[88..96], &[96, 0, 0, 0, 104, 0, 0, 0]);
-        assert_eq!(Header::from_bytes(&b), (h, true));
+        assert_eq!(Header::from_bytes(&b), h);
     }
 
     /// A minimal valid table: one supervisor task, built by hand so that the layout rules are
@@ -1379,6 +1217,7 @@ mod tests {
             at += counts[i] as usize * s.record_len();
         }
         let h = Header {
+            magic: MAGIC,
             version: VERSION,
             total_len: t.len() as u32,
             checksum: 0,

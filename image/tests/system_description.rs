@@ -7,7 +7,7 @@
 //! `NC2DD_LONG_TESTS=1` adds a long random-corruption run of the decoder.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use image::system::{self, Bdf, Claim, PciId, System};
 use nc2dd_abi::system_table::{
@@ -530,7 +530,7 @@ fn section_offset(bytes: &[u8], section: Section) -> usize {
         .iter()
         .position(|&s| s == section)
         .unwrap();
-    Header::from_bytes(header).0.sections[index].offset as usize
+    Header::from_bytes(header).sections[index].offset as usize
 }
 
 /// Applies `edit` to a copy of the real table, reseals it and decodes it.
@@ -670,10 +670,5 @@ fn decode_errors_read_well() {
     assert_eq!(
         e.to_string(),
         "system table channels record 0: both ends are the same task"
-    );
-    assert!(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("system.toml")
-            .exists()
     );
 }

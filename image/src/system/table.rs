@@ -152,6 +152,7 @@ impl System {
             &strings.bytes,
         ];
         let mut header = Header {
+            magic: st::MAGIC,
             version: st::VERSION,
             memory_budget: self.memory_budget,
             name,

@@ -1,8 +1,9 @@
 //! Turns the raw description into a [`System`], enforcing every rule listed in the module header
-//! of `system/mod.rs`. The first problem found is returned; checks run in file order (each task
-//! completely, then the channels) followed by the whole-file rules (a supervisor exists, every
-//! notification has a source, the memory budget), so an error always points at the first line
-//! that is wrong.
+//! of `system/mod.rs`. The first problem found is returned. Checks run in file order (each task
+//! completely, then the channels), so an error points at the first line that is wrong; the
+//! whole-file rules come last (every notification has a source, the memory budget), except
+//! "some task is the supervisor", which comes first because without it the per-task rules would
+//! blame the wrong line (the would-be supervisor's priority 0).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -54,7 +55,6 @@ pub(super) fn validate(
             "no tasks: a system needs at least its supervisor",
         ));
     }
-    // Before the per-task rules, which would otherwise blame the would-be supervisor's priority.
     let marked = |t: &Spanned<RawTask>| {
         t.get_ref()
             .supervisor

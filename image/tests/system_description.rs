@@ -77,6 +77,7 @@ fn the_real_system_validates() {
     assert_eq!(sys.name(), "nc2dd");
     let names: Vec<&str> = sys.tasks().iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["supervisor", "nic-ixgbe", "netback"]);
+    assert_eq!(sys.servers(), ["supervisor", "nic-ixgbe", "netback"]);
 
     let sup = &sys.tasks()[0];
     assert!(sup.supervisor && sup.priority == 0 && sup.fault_bit.is_some());
@@ -225,6 +226,21 @@ fn a_varied_system_round_trips_through_the_table() {
     let bytes = sys.to_table();
     let table = Table::decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(System::from_table(&table), sys);
+}
+
+#[test]
+fn the_schema_example_in_the_module_docs_validates() {
+    let source = std::fs::read_to_string(manifest_dir().join("src/system/mod.rs")).unwrap();
+    let example: String = source
+        .lines()
+        .skip_while(|l| *l != "//! ```toml")
+        .skip(1)
+        .take_while(|l| *l != "//! ```")
+        .map(|l| format!("{}\n", l.trim_start_matches("//!").trim_start_matches(' ')))
+        .collect();
+    assert!(example.contains("[[channel]]"), "example not found");
+    let sys = system::parse(&example, "example.toml", KNOWN).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sys.tasks().len(), 3);
 }
 
 #[test]

@@ -17,7 +17,7 @@
 //! ```toml
 //! [system]
 //! name = "nc2dd"
-//! memory-budget = 50331648     # stacks + heaps + DMA budgets + channels must fit
+//! memory-budget = 33554432     # stacks + heaps + DMA budgets + channels must fit
 //!
 //! [[task]]                     # task index = order in the file; the first is task 0
 //! name = "supervisor"
@@ -26,21 +26,37 @@
 //! supervisor = true            # exactly one task, listed first, alone at priority 0
 //! stack = 16384                # 4 KiB .. 1 MiB (a guard page is added below, not counted)
 //! heap = 65536                 # 0 .. 256 MiB
-//! dma = 0                      # optional, 0 .. 1 GiB: what dma_alloc may hand out in total
 //! notifications = { fault = 0, timer = 1 }   # name -> bit (0..63) of the task's word
 //! fault = "fault"              # supervisor only (and required): posted when any task faults
 //! timer = "timer"              # optional: the bit the task's deadline fires on
 //!
-//! [[task.device]]              # device claims of the task above (not for the supervisor)
-//! name = "nic"
-//! pci = ["8086:10fb"]          # vendor:device ids (hex); or instead:
-//! # bdf = "0000:03:00.0"       # one function by [segment:]bus:device.function (hex)
-//! bars = [0]                   # BAR indices 0..5 mapped into the task
-//! msix = ["queue0", "other"]   # MSI-X vector i posts the task's notification named here
+//! [[task]]
+//! name = "nic-ixgbe"
+//! server = "nic-ixgbe"
+//! priority = 1
+//! stack = 65536
+//! heap = 1048576
+//! dma = 8388608                # optional, 0 .. 1 GiB: what dma_alloc may hand out in total
+//! notifications = { qp0 = 0, queue0 = 2, other = 3 }
 //!
-//! [task.xen]                   # Xen gateway rights (not for the supervisor)
-//! event = "xen"                # the bit bound event channels are posted on
-//! grant-window = 67108864      # virtual space for mapped grants, up to 1 GiB
+//! [[task.device]]              # a device claim of the task above (never the supervisor)
+//! name = "nic"
+//! pci = ["8086:10fb"]          # vendor:device ids (hex), 1 to 16; or instead:
+//! # bdf = "0000:03:00.0"       # one function by [segment:]bus:device.function (hex)
+//! bars = [0]                   # BAR indices 0..5 mapped into the task, at least one
+//! msix = ["queue0", "other"]   # optional: MSI-X vector i posts the notification named here
+//!
+//! [[task]]
+//! name = "netback"
+//! server = "netback"
+//! priority = 2
+//! stack = 65536
+//! heap = 4194304
+//! notifications = { qp0 = 0, xen = 2 }
+//!
+//! [task.xen]                   # Xen gateway rights of the task above (never the supervisor)
+//! event = "xen"                # the bit its bound event channels are posted on
+//! grant-window = 67108864      # virtual space for mapped grants, 0 .. 1 GiB
 //!
 //! [[channel]]                  # a region mapped into exactly two distinct tasks
 //! name = "qp0"
@@ -185,6 +201,17 @@ impl System {
     /// The task named `name`.
     pub fn task(&self, name: &str) -> Option<&Task> {
         self.tasks.iter().find(|t| t.name == name)
+    }
+
+    /// The distinct server binaries the tasks run, in task order: what the image must pack.
+    pub fn servers(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for t in &self.tasks {
+            if !out.contains(&t.server.as_str()) {
+                out.push(&t.server);
+            }
+        }
+        out
     }
 
     /// Bytes the kernel allocates for the tasks at run time (what the budget bounds).

@@ -215,6 +215,7 @@ mod tests {
         n.extend_from_slice(&XEN_ELFNOTE_PHYS32_ENTRY.to_le_bytes());
         n.extend_from_slice(b"Xen\0");
         n.extend_from_slice(desc);
+        n.resize(n.len().div_ceil(4) * 4, 0);
         n
     }
 

@@ -9,4 +9,6 @@
 extern crate alloc;
 
 pub mod boot;
+pub mod dev;
 pub mod mem;
+pub mod xen;

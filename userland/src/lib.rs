@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod syscall;
+pub mod xenstore;
 
 #[cfg(target_os = "none")]
 mod rt;

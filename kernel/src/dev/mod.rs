@@ -1,0 +1,1 @@
+//! Device access for user-mode drivers (ACPI, PCI, claims, MSI-X, time).

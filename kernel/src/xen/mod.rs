@@ -1,0 +1,1 @@
+//! The Xen ABI as the kernel uses it.

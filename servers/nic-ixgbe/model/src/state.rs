@@ -492,27 +492,26 @@ impl State {
             (Chip::X82599, x::EICS) | (Chip::I82576, i::EICS) => {
                 let bits = u64::from(v & self.cause_vector_bits());
                 self.vec_pending |= bits;
-                self.fire_pending();
+                self.signal(bits);
             }
             (Chip::X82599, x::EIMS) => {
-                self.vec_mask |= u64::from(v & 0xFFFF);
                 self.other_mask |= v & 0xFFFF_0000;
-                self.fire_pending();
+                self.unmask(u64::from(v & 0xFFFF));
             }
             (Chip::X82599, x::EIMC) => {
                 self.vec_mask &= !u64::from(v & 0xFFFF);
                 self.other_mask &= !(v & 0xFFFF_0000);
             }
             (Chip::X82599, o) if o == x::EIMS_EX || o == x::EIMS_EX + 4 => {
-                self.vec_mask |= u64::from(v) << (8 * (o - x::EIMS_EX));
-                self.fire_pending();
+                self.unmask(u64::from(v) << (8 * (o - x::EIMS_EX)));
             }
             (Chip::X82599, o) if o == x::EIMC_EX || o == x::EIMC_EX + 4 => {
                 self.vec_mask &= !(u64::from(v) << (8 * (o - x::EIMC_EX)));
             }
             (Chip::X82599, o) if o == x::EICS_EX || o == x::EICS_EX + 4 => {
-                self.vec_pending |= u64::from(v) << (8 * (o - x::EICS_EX));
-                self.fire_pending();
+                let bits = u64::from(v) << (8 * (o - x::EICS_EX));
+                self.vec_pending |= bits;
+                self.signal(bits);
             }
             (Chip::X82599, o) if o == x::EIAM_EX || o == x::EIAM_EX + 4 => {
                 let sh = 8 * (o - x::EIAM_EX);
@@ -527,10 +526,7 @@ impl State {
                 let low = u64::from(v & 0xFFFF);
                 self.eiac = if v & 0x8000 != 0 { low | !0xFFFF } else { low };
             }
-            (Chip::I82576, i::EIMS) => {
-                self.vec_mask |= u64::from(v);
-                self.fire_pending();
-            }
+            (Chip::I82576, i::EIMS) => self.unmask(u64::from(v)),
             (Chip::I82576, i::EIMC) => self.vec_mask &= !u64::from(v),
             // QEMU: EIAC writes only OR bits in.
             (Chip::I82576, i::EIAC) => self.eiac |= u64::from(v),
@@ -641,8 +637,7 @@ impl State {
         if v >= 64 {
             return;
         }
-        self.vec_pending |= 1 << v;
-        self.fire_pending();
+        self.assert_causes(1 << v);
     }
 
     fn raise_other(&mut self) {
@@ -660,19 +655,20 @@ impl State {
                 self.other_cause |= i::ICR_LSC;
                 let e = (self.r(i::IVAR_MISC) >> 8) & 0xFF;
                 if self.msix() && e & map::IVAR_VALID != 0 {
-                    self.vec_pending |= 1 << (e & 0x1F);
-                    self.fire_pending();
+                    self.assert_causes(1 << (e & 0x1F));
                 }
             }
         }
     }
 
-    /// Signals every pending, unmasked vector once, applying auto-mask and auto-clear.
-    fn fire_pending(&mut self) {
+    /// Sends one message for each vector in `bits` that is unmasked, applying auto-mask and
+    /// auto-clear. Messages are edge-triggered: callers pass only causes that just became
+    /// pending, or pending causes that were just unmasked.
+    fn signal(&mut self, bits: u64) {
         if !self.msix() {
             return;
         }
-        let ready = self.vec_pending & self.vec_mask;
+        let ready = bits & self.vec_pending & self.vec_mask;
         if ready == 0 {
             return;
         }
@@ -694,6 +690,20 @@ impl State {
                 self.vec_pending &= !bit;
             }
         }
+    }
+
+    /// Causes `bits` become pending; those that were not already pending signal.
+    fn assert_causes(&mut self, bits: u64) {
+        let newly = bits & !self.vec_pending;
+        self.vec_pending |= bits;
+        self.signal(newly);
+    }
+
+    /// Unmasks `bits`; causes already pending on them signal now.
+    fn unmask(&mut self, bits: u64) {
+        let newly = bits & !self.vec_mask;
+        self.vec_mask |= bits;
+        self.signal(newly);
     }
 
     // ---------------------------------------------------------------- receive
@@ -1044,13 +1054,15 @@ impl State {
     fn transmit(&mut self, q: u32, mut frame: Vec<u8>) {
         let pool = self.tx_pool(q);
         if let Some(p) = pool
-            && self.spoof_check_on(p) && !self.source_allowed(p, &frame) {
-                self.pools[p as usize].tx_spoofed += 1;
-                if self.chip == Chip::X82599 {
-                    self.count(x::SSVPC, 1);
-                }
-                return;
+            && self.spoof_check_on(p)
+            && !self.source_allowed(p, &frame)
+        {
+            self.pools[p as usize].tx_spoofed += 1;
+            if self.chip == Chip::X82599 {
+                self.count(x::SSVPC, 1);
             }
+            return;
+        }
         let pad = match self.chip {
             Chip::X82599 => self.r(x::HLREG0) & x::HLREG0_TXPADEN != 0,
             Chip::I82576 => self.r(i::TCTL) & i::TCTL_PSP != 0,

@@ -373,7 +373,7 @@ fn netif_two_threads_random_packets() {
                 match back.poll_packet().expect("frontend is well behaved") {
                     Some(p) => {
                         let shape = next_shape(&mut rng, 65535, 0);
-                        let gso = shape.total > 1514 && seq % 3 == 0;
+                        let gso = shape.total > 1514 && seq.is_multiple_of(3);
                         assert_eq!(p.total, shape.total, "packet {seq}: length");
                         assert_eq!(p.extras.gso().is_some(), gso, "packet {seq}: gso extra");
                         if shape.frags.is_empty() {

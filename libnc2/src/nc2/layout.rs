@@ -1,18 +1,22 @@
 //! Shared memory layout of a netchannel2 channel (wire format v1).
 //!
 //! A channel is a control area plus two payload rings. The control area holds
-//! two 64-byte blocks, one per endpoint; each endpoint writes only its own
-//! block (so the two never share a cache line) and only reads the peer's:
+//! two 128-byte blocks, one per endpoint; each endpoint writes only its own
+//! block (so the two never share a cache line) and only reads the peer's.
+//! Indices and event thresholds sit in separate cache lines: indices change
+//! on every publish, thresholds only before sleeping, so checking the peer's
+//! threshold after a publish does not pull in a line the peer just dirtied.
 //!
 //! | offset in block | field            | meaning                                              |
 //! |-----------------|------------------|------------------------------------------------------|
 //! | 0               | `out_prod`       | producer index of the ring this endpoint writes      |
 //! | 4               | `in_cons`        | consumer index of the ring this endpoint reads       |
-//! | 8               | `in_prod_event`  | wake me when the peer's `out_prod` passes this       |
-//! | 12              | `out_cons_event` | wake me when the peer's `in_cons` passes this        |
-//! | 16..64          | reserved, zero   |                                                      |
+//! | 8..64           | reserved, zero   |                                                      |
+//! | 64              | `in_prod_event`  | wake me when the peer's `out_prod` passes this       |
+//! | 68              | `out_cons_event` | wake me when the peer's `in_cons` passes this        |
+//! | 72..128         | reserved, zero   |                                                      |
 //!
-//! The frontend's block is at offset 0 and the backend's at 64. The
+//! The frontend's block is at offset 0 and the backend's at 128. The
 //! frontend-to-backend ring and the backend-to-frontend ring are separate
 //! regions whose size is a power of two between [`MIN_RING`] and
 //! [`MAX_RING`] bytes.
@@ -21,22 +25,22 @@ use crate::error::SetupError;
 use crate::shm::SharedMem;
 
 /// Size of the control area.
-pub const CONTROL_SIZE: usize = 128;
+pub const CONTROL_SIZE: usize = 256;
 /// Offset of the frontend's control block.
 pub const FRONTEND_BLOCK: usize = 0;
 /// Offset of the backend's control block.
-pub const BACKEND_BLOCK: usize = 64;
+pub const BACKEND_BLOCK: usize = 128;
 /// Size of one control block.
-pub const BLOCK_SIZE: usize = 64;
+pub const BLOCK_SIZE: usize = 128;
 
 /// Producer index of the ring the block's owner writes.
 pub const OUT_PROD: usize = 0;
 /// Consumer index of the ring the block's owner reads.
 pub const IN_CONS: usize = 4;
 /// Event threshold on the peer's producer index.
-pub const IN_PROD_EVENT: usize = 8;
+pub const IN_PROD_EVENT: usize = 64;
 /// Event threshold on the peer's consumer index.
-pub const OUT_CONS_EVENT: usize = 12;
+pub const OUT_CONS_EVENT: usize = 68;
 
 /// Smallest ring payload size.
 pub const MIN_RING: usize = 64;
@@ -58,7 +62,7 @@ impl ChannelMem<'_> {
     /// Checks sizes.
     pub fn validate(&self) -> Result<(), SetupError> {
         if self.control.len() < CONTROL_SIZE {
-            return Err(SetupError("control area smaller than 128 bytes"));
+            return Err(SetupError("control area smaller than 256 bytes"));
         }
         for r in [self.front_to_back, self.back_to_front] {
             let n = r.len();

@@ -52,16 +52,16 @@ pub struct Nc2Mem {
 impl Nc2Mem {
     pub fn new(ring: usize) -> Self {
         Nc2Mem {
-            region: OwnedRegion::new(128 + 2 * ring),
+            region: OwnedRegion::new(256 + 2 * ring),
             ring,
         }
     }
     pub fn channel(&self) -> ChannelMem<'_> {
         let m = self.region.mem();
         ChannelMem {
-            control: m.sub(0, 128).unwrap(),
-            front_to_back: m.sub(128, self.ring).unwrap(),
-            back_to_front: m.sub(128 + self.ring, self.ring).unwrap(),
+            control: m.sub(0, 256).unwrap(),
+            front_to_back: m.sub(256, self.ring).unwrap(),
+            back_to_front: m.sub(256 + self.ring, self.ring).unwrap(),
         }
     }
 }

@@ -19,6 +19,7 @@ mod poll;
 pub mod pool;
 pub mod queue;
 pub mod regs;
+pub mod service;
 pub mod stats;
 
 pub use error::Error;

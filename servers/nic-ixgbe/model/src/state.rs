@@ -567,7 +567,13 @@ impl State {
     }
 
     fn is_rdt(&self, off: u32) -> bool {
-        (0..self.queues()).any(|q| self.rxq(q) + map::RDT == off)
+        let in_block = |base: u32, n: u32| {
+            off >= base && off < base + 0x40 * n && (off - base) % 0x40 == map::RDT
+        };
+        match self.chip {
+            Chip::X82599 => in_block(x::rxq(0), 64) || in_block(x::rxq(64), 64),
+            Chip::I82576 => in_block(i::rxq(0), i::QUEUES),
+        }
     }
 
     fn is_tdt(&self, off: u32) -> bool {
@@ -842,10 +848,10 @@ impl State {
     fn drain_fifo(&mut self) {
         while let Some(mut head) = self.fifo.pop_front() {
             let mut blocked = false;
-            for q in 0..128u32 {
-                if head.queues & (1 << q) == 0 {
-                    continue;
-                }
+            let mut rest = head.queues;
+            while rest != 0 {
+                let q = rest.trailing_zeros();
+                rest &= rest - 1;
                 match self.deliver(q, &head.frame) {
                     Deliver::Done | Deliver::Dropped => head.queues &= !(1 << q),
                     Deliver::Blocked => blocked = true,

@@ -109,7 +109,8 @@ impl fmt::Display for PeerError {
     }
 }
 
-/// Why a local send was refused. Nothing was written when this is returned.
+/// Why a local send was refused. The message was not queued (on `RingFull`
+/// a PAD to the ring end may have been).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendError {
     /// The ring has no room now; flush, wait for the peer and retry.

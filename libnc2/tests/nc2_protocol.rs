@@ -662,3 +662,60 @@ fn backend_resets_its_own_block() {
         1
     );
 }
+
+/// Regression: a message that does not fit before the ring end, and that
+/// together with the PAD is larger than the whole ring, used to get
+/// `RingFull` forever even on an empty ring.
+#[test]
+fn large_message_after_the_midpoint_is_not_stuck() {
+    let mem = Nc2Mem::new(1024);
+    let mut cfg = cfg();
+    cfg.max_fragments = 64;
+    let mut f = Frontend::new(mem.channel(), cfg).unwrap();
+    let mut b = Backend::attach(mem.channel(), cfg).unwrap();
+    f.flush();
+    b.flush();
+    while b.poll().unwrap().is_some() {}
+    while f.poll().unwrap().is_some() {}
+    b.flush();
+    f.flush();
+    // Move the producer to offset 16 + 520 = 536 (the opening messages took 16).
+    f.send_packet(&PacketMeta::new(0, PacketKind::Small), &[], &[0; 256])
+        .unwrap();
+    f.send_packet(&PacketMeta::new(0, PacketKind::Small), &[], &[0; 220])
+        .unwrap();
+    f.flush();
+    while b.poll().unwrap().is_some() {}
+    b.flush();
+    // 20 + 64 * 8 + 256 = 788 -> 792 bytes; only 488 left before the end.
+    let frags = vec![
+        Fragment {
+            size: 1,
+            offset: 0,
+            gref: 1
+        };
+        64
+    ];
+    let meta = PacketMeta::new(1, PacketKind::ReceiverCopy);
+    let mut sent = false;
+    for _ in 0..4 {
+        match f.send_packet(&meta, &frags, &[9; 256]) {
+            Ok(()) => {
+                sent = true;
+                break;
+            }
+            Err(SendError::RingFull) => {
+                f.flush();
+                while b.poll().unwrap().is_some() {}
+                b.flush();
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(sent, "the large message never fitted");
+    f.flush();
+    match b.poll().unwrap() {
+        Some(Event::Packet(p)) => assert_eq!((p.nr_frags(), p.prefix.len()), (64, 256)),
+        other => panic!("{other:?}"),
+    }
+}

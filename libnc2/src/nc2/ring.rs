@@ -67,15 +67,36 @@ impl<'a> Producer<'a> {
         Ok(self.cached_space())
     }
 
-    /// Bytes needed to send a message of `len` bytes now (including a PAD
-    /// if it would cross the ring end).
-    fn needed(&self, len: u32) -> u32 {
-        let to_end = self.size - (self.prod_pvt & (self.size - 1));
-        if len > to_end { to_end + len } else { len }
+    fn to_end(&self) -> u32 {
+        self.size - (self.prod_pvt & (self.size - 1))
+    }
+
+    fn room(&mut self, n: u32) -> Result<bool, PeerError> {
+        Ok(self.cached_space() >= n || self.refresh()? >= n)
+    }
+
+    /// Makes the next `len` bytes contiguous and free: if the message would
+    /// cross the ring end, a PAD to the end is queued first, as soon as there
+    /// is room for the PAD alone. (Waiting for room for PAD and message at
+    /// once could wait forever when together they exceed the ring.)
+    fn ensure(&mut self, len: u32) -> Result<bool, PeerError> {
+        let to_end = self.to_end();
+        if len > to_end {
+            if !self.room(to_end)? {
+                return Ok(false);
+            }
+            let off = self.prod_pvt & (self.size - 1);
+            // to_end < size <= 65536, so it fits the u16 size field.
+            let pad = [TYPE_PAD, 0, to_end as u8, (to_end >> 8) as u8];
+            self.ring.write_from(off as usize, &pad);
+            self.prod_pvt = self.prod_pvt.wrapping_add(to_end);
+        }
+        self.room(len)
     }
 
     /// Appends one encoded message (`bytes.len()` a multiple of 8, at least
     /// 8, at most the ring size). Not visible to the peer until [`flush`].
+    /// On `RingFull` a PAD may have been queued; nothing else was.
     ///
     /// [`flush`]: Producer::flush
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), SendError> {
@@ -85,29 +106,18 @@ impl<'a> Producer<'a> {
                 "message length must be 8..=ring size, multiple of 8",
             ));
         }
-        let need = self.needed(len);
-        if self.cached_space() < need && self.refresh()? < need {
+        if !self.ensure(len)? {
             return Err(SendError::RingFull);
         }
-        let mut off = self.prod_pvt & (self.size - 1);
-        let to_end = self.size - off;
-        if len > to_end {
-            // to_end < size <= 65536, so it fits the u16 size field.
-            let pad = [TYPE_PAD, 0, to_end as u8, (to_end >> 8) as u8];
-            self.ring.write_from(off as usize, &pad);
-            self.prod_pvt = self.prod_pvt.wrapping_add(to_end);
-            off = 0;
-        }
+        let off = self.prod_pvt & (self.size - 1);
         self.ring.write_from(off as usize, bytes);
         self.prod_pvt = self.prod_pvt.wrapping_add(len);
         Ok(())
     }
 
-    /// True if a message of `len` bytes fits now (re-reading the consumer
-    /// index if the cache says no).
+    /// True if a message of `len` bytes can be sent now (may queue a PAD).
     pub fn has_space(&mut self, len: u32) -> Result<bool, PeerError> {
-        let need = self.needed(len);
-        Ok(self.cached_space() >= need || self.refresh()? >= need)
+        self.ensure(len.min(self.size))
     }
 
     /// Publishes everything sent so far; returns true if the peer asked for
@@ -127,16 +137,21 @@ impl<'a> Producer<'a> {
         crossed(new, old, event)
     }
 
-    /// Before sleeping for space: asks the peer for an event once `len`
-    /// bytes are free, then re-checks. Returns true if the space is already
-    /// there (do not sleep).
+    /// Before sleeping for space: asks the peer for an event once a message
+    /// of `len` bytes can make progress, then re-checks. Returns true if it
+    /// already can (do not sleep).
     pub fn prepare_wait_for_space(&mut self, len: u32) -> Result<bool, PeerError> {
-        let need = self.needed(len);
+        let len = len.min(self.size);
+        if self.ensure(len)? {
+            return Ok(true);
+        }
+        let to_end = self.to_end();
+        let need = if len > to_end { to_end } else { len };
         let event = self.prod_pvt.wrapping_add(need).wrapping_sub(self.size);
         self.mine
             .store_u32(OUT_CONS_EVENT, event, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        Ok(self.refresh()? >= need)
+        self.ensure(len)
     }
 }
 

@@ -613,8 +613,7 @@ fn fuzz_nc2_round_trip_progress() {
         b.flush();
         while f.poll().unwrap().is_some() {}
         let mut expect: VecDeque<(PacketMeta, Vec<Fragment>, Vec<u8>)> = VecDeque::new();
-        let mut next_id = 0u32;
-        for _ in 0..10 {
+        for next_id in 0..10u32 {
             let nfr = if rng.chance(3) {
                 0
             } else {
@@ -633,8 +632,7 @@ fn fuzz_nc2_round_trip_progress() {
             } else {
                 PacketKind::ReceiverCopy
             };
-            let meta = PacketMeta::new(next_id % 64, kind);
-            next_id += 1;
+            let meta = PacketMeta::new(next_id, kind);
             let mut tries = 0;
             loop {
                 match f.send_packet(&meta, &frags, &prefix) {

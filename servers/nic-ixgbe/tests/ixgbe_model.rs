@@ -530,3 +530,38 @@ fn link_change_signals_the_misc_vector() {
     nic.wait_link(2000).unwrap();
     assert_eq!(m.take_msix(), vec![nic_ixgbe::ixgbe::msix::MISC_VECTOR]);
 }
+
+#[test]
+fn a_queue_that_never_enables_is_a_timeout_not_a_hang() {
+    let (m, mut nic) = nic(Chip::X82599);
+    // Transmit DMA off: the model refuses TXDCTL.ENABLE, as the 82599 requires TE first.
+    m.write32(r::DMATXCTL, 0);
+    assert_eq!(
+        nic.alloc_pool(guest_mac(1), PoolFlags::default()),
+        Err(Error::Timeout("TXDCTL.ENABLE"))
+    );
+    assert_eq!(nic.pools().count(), 0);
+    assert!(m.violations().iter().any(|v| v.contains("DMATXCTL.TE")));
+    // Bounded: the wait used virtual time, not forever.
+    assert!(m.now_us() < 1_000_000);
+}
+
+#[test]
+fn a_frame_larger_than_the_buffer_comes_back_as_an_error() {
+    let mut cfg = Config::new(Chip::X82599);
+    cfg.rx_buf_kb = 1;
+    let (m, mut nic) = nic_with(cfg);
+    let bufs = Buffers::new(&m, 4, 2048);
+    let p = nic.alloc_pool(guest_mac(1), PoolFlags::default()).unwrap();
+    nic.post_rx(p, &bufs.rx(0..4)).unwrap();
+    m.inject(&frame(guest_mac(1), guest_mac(50), 0, 1500));
+    m.inject(&frame(guest_mac(1), guest_mac(50), 1, 1000));
+    let got = rx_all(&mut nic, p);
+    assert_eq!(got.len(), 2);
+    assert!(!got[0].ok);
+    assert_eq!(got[0].len, 0);
+    assert!(got[1].ok);
+    assert_eq!(nic.pool_stats(p).unwrap().rx_errors, 1);
+    // Nothing was written past the 1 KiB the NIC was told the buffer holds.
+    assert_eq!(bufs.read(0, 1500), vec![0u8; 1500]);
+}

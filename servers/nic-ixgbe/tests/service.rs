@@ -113,7 +113,11 @@ fn netback_receives_and_sends_through_the_channel() {
             let f = r.bufs.read(d.id, d.len.into());
             let seq = seq_of(&f);
             assert_eq!(usize::from(d.len), 100 + seq as usize);
-            assert_eq!(d.pool, if seq.is_multiple_of(2) { a } else { b }, "{chip:?}");
+            assert_eq!(
+                d.pool,
+                if seq.is_multiple_of(2) { a } else { b },
+                "{chip:?}"
+            );
             assert_eq!(d.pool, if d.id < 32 { a } else { b });
         }
         // Transmit a batch from pool b.

@@ -49,6 +49,8 @@ pub struct State {
     tx_on: Vec<bool>,
     /// Partial frame being gathered per TX queue (multi-descriptor frames).
     tx_partial: Vec<Vec<u8>>,
+    /// A descriptor of the frame being gathered pointed at unmapped memory: drop it at EOP.
+    tx_partial_bad: Vec<bool>,
     counters: HashMap<u32, u64>,
     latch_hi: HashMap<u32, u32>,
     pub fifo: VecDeque<Pending>,
@@ -90,6 +92,7 @@ impl State {
             rx_on: vec![false; queues as usize],
             tx_on: vec![false; queues as usize],
             tx_partial: vec![Vec::new(); queues as usize],
+            tx_partial_bad: vec![false; queues as usize],
             counters: HashMap::new(),
             latch_hi: HashMap::new(),
             fifo: VecDeque::new(),
@@ -189,6 +192,7 @@ impl State {
             self.tx_on[0] = true;
         }
         self.tx_partial.iter_mut().for_each(Vec::clear);
+        self.tx_partial_bad.iter_mut().for_each(|b| *b = false);
         self.counters.clear();
         self.latch_hi.clear();
         self.fifo.clear();
@@ -411,6 +415,7 @@ impl State {
             self.tx_on[q as usize] = want;
             if want && !was {
                 self.tx_partial[q as usize].clear();
+                self.tx_partial_bad[q as usize] = false;
                 self.run_tx(q);
             }
         } else {
@@ -1038,10 +1043,13 @@ impl State {
                     self.violation(format!(
                         "TX queue {q}: buffer at unmapped bus address {addr:#x}"
                     ));
+                    self.tx_partial_bad[q as usize] = true;
                 }
                 if cmd & map::TXD_EOP != 0 {
                     let frame = std::mem::take(&mut self.tx_partial[q as usize]);
-                    self.transmit(q, frame);
+                    if !std::mem::take(&mut self.tx_partial_bad[q as usize]) {
+                        self.transmit(q, frame);
+                    }
                 }
             }
             if cmd & map::TXD_RS != 0 {

@@ -7,17 +7,22 @@
 //! inline prefix, plus a seeded probe word at the start and end of every
 //! fragment (the producer writes them into the pages it grants).
 //!
-//! Default: 200,000 packets per protocol; `NC2DD_LONG_TESTS=1`: 10,000,000
-//! (run with `--release`).
+//! Default: 200,000 packets per test; `NC2DD_LONG_TESTS=1`: 10,000,000
+//! (run with `--release`). Covered: netchannel2 frontend-to-backend
+//! (copy/map/small), netchannel2 backend-to-frontend into pre-posted
+//! buffers (the multi-queue path), netif tx and netif rx.
 
 mod common;
 
 use common::{Nc2Mem, Rng, cases};
+use libnc2::nc2::PostedBuffer;
+use libnc2::nc2::msg::MAX_POST_BATCH;
 use libnc2::nc2::{Backend, Config, Event, Fragment, Frontend, PacketKind, PacketMeta};
 use libnc2::netif::extra::GSO_TCPV4;
-use libnc2::netif::{ExtraInfo, TxBackend, TxFrag, TxFrontend};
+use libnc2::netif::{ExtraInfo, RxBackend, RxFrontend, TxBackend, TxFrag, TxFrontend};
 use libnc2::shm::{OwnedRegion, SharedMem};
 use libnc2::{GrantBound, SendError};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 const PAGE: usize = 4096;
@@ -416,4 +421,280 @@ fn netif_two_threads_random_packets() {
         });
     });
     eprintln!("netif: {count} packets in {:?}", start.elapsed());
+}
+
+const POSTED: u32 = 256;
+
+#[test]
+fn nc2_pre_posted_two_threads_random_packets() {
+    let count = cases(200_000, 10_000_000);
+    let seed = 0x7072_6570;
+    let mem = Nc2Mem::new(16384);
+    let pages = Pages::new(POSTED as usize);
+    let cfg = Config {
+        max_packets: 64,
+        max_fragments: 32,
+        grants: GrantBound(POSTED),
+        tx_ids: 64,
+        posted_buffers: POSTED,
+    };
+    let mut front = Frontend::new(mem.channel(), cfg).unwrap();
+    let mut back = Backend::attach(mem.channel(), cfg).unwrap();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let pages = &pages;
+        s.spawn(move || {
+            // Producer: the backend, "DMAing" into buffers the guest posted.
+            let mut rng = Rng(seed);
+            let mut avail: VecDeque<(u32, u32)> = VecDeque::new();
+            let mut frags = Vec::with_capacity(NC2_FRAGS);
+            let mut prefix = [0u8; 256];
+            let mut since = 0;
+            let drain = |back: &mut Backend<'_>, avail: &mut VecDeque<(u32, u32)>| {
+                while let Some(ev) = back.poll().expect("frontend is well behaved") {
+                    if let Event::BuffersPosted(b) = ev {
+                        avail.extend(b.iter().map(|p| (p.id, p.gref)));
+                    }
+                }
+            };
+            for seq in 0..count {
+                let shape = next_shape(&mut rng, 65536, 256);
+                while avail.len() < shape.frags.len() {
+                    back.flush();
+                    drain(&mut back, &mut avail);
+                    std::thread::yield_now();
+                    assert!(start.elapsed() < DEADLINE, "producer stalled");
+                }
+                frags.clear();
+                for (i, &(off, size)) in shape.frags.iter().enumerate() {
+                    let (id, gref) = avail.pop_front().unwrap();
+                    write_probes(&pages.page(gref), seq, i, off, size);
+                    frags.push(Fragment {
+                        size,
+                        offset: off,
+                        gref: id,
+                    });
+                }
+                for (i, b) in prefix[..shape.prefix as usize].iter_mut().enumerate() {
+                    *b = prefix_byte(seq, i as u32);
+                }
+                let kind = if frags.is_empty() {
+                    PacketKind::Small
+                } else {
+                    PacketKind::PrePosted
+                };
+                let meta = PacketMeta::new(0, kind);
+                loop {
+                    match back.send_packet(&meta, &frags, &prefix[..shape.prefix as usize]) {
+                        Ok(()) => break,
+                        Err(SendError::RingFull) => {
+                            back.flush();
+                            drain(&mut back, &mut avail);
+                            std::thread::yield_now();
+                            assert!(start.elapsed() < DEADLINE, "producer stalled");
+                        }
+                        Err(e) => panic!("send failed: {e:?}"),
+                    }
+                }
+                since += 1;
+                if since == 32 {
+                    back.flush();
+                    since = 0;
+                    drain(&mut back, &mut avail);
+                }
+            }
+            back.flush();
+        });
+        s.spawn(move || {
+            // Consumer: the guest, checking and re-posting its buffers.
+            let mut rng = Rng(seed);
+            let mut seq = 0u64;
+            let mut repost: Vec<PostedBuffer> = (0..POSTED)
+                .map(|id| PostedBuffer { id, gref: id })
+                .collect();
+            let mut can_post = false;
+            while seq < count {
+                if can_post && !repost.is_empty() {
+                    let n = repost.len().min(MAX_POST_BATCH);
+                    let batch: Vec<PostedBuffer> = repost.drain(..n).collect();
+                    match front.post_buffers(&batch) {
+                        Ok(()) => {}
+                        Err(SendError::RingFull) => repost.splice(0..0, batch).for_each(drop),
+                        Err(e) => panic!("post failed: {e:?}"),
+                    }
+                }
+                match front.poll().expect("backend is well behaved") {
+                    Some(Event::PeerMaxPostedBuffers(n)) => {
+                        assert_eq!(n, POSTED);
+                        can_post = true;
+                    }
+                    Some(Event::Packet(p)) => {
+                        let shape = next_shape(&mut rng, 65536, 256);
+                        assert_eq!(p.total_len, shape.total, "packet {seq}: length");
+                        assert_eq!(
+                            p.prefix.len() as u32,
+                            shape.prefix,
+                            "packet {seq}: prefix length"
+                        );
+                        for (i, b) in p.prefix.iter().enumerate() {
+                            assert_eq!(
+                                *b,
+                                prefix_byte(seq, i as u32),
+                                "packet {seq}: prefix byte {i}"
+                            );
+                        }
+                        assert_eq!(
+                            p.nr_frags(),
+                            shape.frags.len(),
+                            "packet {seq}: fragment count"
+                        );
+                        for (i, f) in p.frags().enumerate() {
+                            assert_eq!(
+                                (f.offset, f.size),
+                                shape.frags[i],
+                                "packet {seq}: fragment {i}"
+                            );
+                            // Buffer id i was posted with grant i.
+                            check_probes(&pages.page(f.gref), seq, i, f.offset, f.size);
+                            repost.push(PostedBuffer {
+                                id: f.gref,
+                                gref: f.gref,
+                            });
+                        }
+                        seq += 1;
+                    }
+                    Some(_) => {}
+                    None => {
+                        if front.flush() || !repost.is_empty() {
+                            continue;
+                        }
+                        std::thread::yield_now();
+                        assert!(
+                            start.elapsed() < DEADLINE,
+                            "consumer stalled at packet {seq}"
+                        );
+                    }
+                }
+            }
+            front.flush();
+        });
+    });
+    eprintln!("nc2 pre-posted: {count} packets in {:?}", start.elapsed());
+}
+
+#[test]
+fn netif_rx_two_threads_random_packets() {
+    let count = cases(200_000, 10_000_000);
+    let seed = 0x7278_7278;
+    let ring = OwnedRegion::new(PAGE);
+    let pages = Pages::new(256);
+    let mut front = RxFrontend::new(ring.mem(), 18).unwrap();
+    let mut back = RxBackend::attach(ring.mem(), GrantBound(256)).unwrap();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let pages = &pages;
+        s.spawn(move || {
+            // Producer: the backend filling the guest's posted pages.
+            let mut rng = Rng(seed);
+            let mut taken: Vec<u32> = Vec::with_capacity(24);
+            let mut frags: Vec<(u16, u16)> = Vec::with_capacity(18);
+            let mut since = 0;
+            for seq in 0..count {
+                let shape = next_shape(&mut rng, 65535, 0);
+                let gso = shape.total > 1514 && seq.is_multiple_of(3);
+                frags.clear();
+                frags.extend_from_slice(&shape.frags);
+                if frags.is_empty() {
+                    frags.push((0, 0));
+                }
+                let need = frags.len() + usize::from(gso);
+                while taken.len() < need {
+                    match back.take_buffer().expect("frontend is well behaved") {
+                        Some(b) => taken.push(b.gref),
+                        None => {
+                            back.flush();
+                            std::thread::yield_now();
+                            assert!(start.elapsed() < DEADLINE, "producer stalled");
+                        }
+                    }
+                }
+                // Buffers are used in ring order: data 0, the extra, data 1...
+                let skip = usize::from(gso);
+                for (i, &(off, size)) in shape.frags.iter().enumerate() {
+                    let buf = if i == 0 { taken[0] } else { taken[i + skip] };
+                    write_probes(&pages.page(buf), seq, i, off, size);
+                }
+                let extras: &[ExtraInfo] = if gso {
+                    &[ExtraInfo::Gso {
+                        size: 1448,
+                        gso_type: GSO_TCPV4,
+                        features: 0,
+                    }]
+                } else {
+                    &[]
+                };
+                back.push_packet(&frags, 0, extras).unwrap();
+                taken.drain(..need);
+                since += 1;
+                if since == 16 {
+                    back.flush();
+                    since = 0;
+                }
+            }
+            back.flush();
+        });
+        s.spawn(move || {
+            // Consumer: the guest, checking and re-posting.
+            let mut rng = Rng(seed);
+            let mut seq = 0u64;
+            for id in 0..256u16 {
+                front.post_buffer(id, u32::from(id)).unwrap();
+            }
+            front.flush();
+            let mut pending = false;
+            while seq < count {
+                match front.poll_packet().expect("backend is well behaved") {
+                    Some(p) => {
+                        let shape = next_shape(&mut rng, 65535, 0);
+                        let gso = shape.total > 1514 && seq.is_multiple_of(3);
+                        assert_eq!(p.total, shape.total, "packet {seq}: length");
+                        assert_eq!(p.extras.gso().is_some(), gso, "packet {seq}: gso extra");
+                        assert_eq!(p.error, None);
+                        for (i, f) in p.frags().iter().enumerate() {
+                            if let Some(&(off, size)) = shape.frags.get(i) {
+                                assert_eq!(
+                                    (f.offset, f.len),
+                                    (off, size),
+                                    "packet {seq}: fragment {i}"
+                                );
+                                check_probes(&pages.page(f.gref), seq, i, f.offset, f.len);
+                            }
+                        }
+                        for f in p.frags() {
+                            front.post_buffer(f.id, f.gref).unwrap();
+                        }
+                        for &(id, gref) in p.spare_buffers() {
+                            front.post_buffer(id, gref).unwrap();
+                        }
+                        seq += 1;
+                        pending = true;
+                    }
+                    None => {
+                        if pending {
+                            front.flush();
+                            pending = false;
+                        } else {
+                            std::thread::yield_now();
+                        }
+                        assert!(
+                            start.elapsed() < DEADLINE,
+                            "consumer stalled at packet {seq}"
+                        );
+                    }
+                }
+            }
+            front.flush();
+        });
+    });
+    eprintln!("netif rx: {count} packets in {:?}", start.elapsed());
 }

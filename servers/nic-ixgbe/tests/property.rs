@@ -54,8 +54,8 @@ fn run(chip: Chip, seed: u64, steps: u32) {
     let mut wire_expect: VecDeque<u32> = VecDeque::new();
     let mut accepted = 0u64;
     let max_pools = chip.max_pools().min(6);
-    let mut out = vec![RxCompletion::default(); 16];
-    let mut ids = vec![0u32; 16];
+    let mut out = [RxCompletion::default(); 16];
+    let mut ids = [0u32; 16];
 
     for _ in 0..steps {
         match rng.below(100) {

@@ -23,7 +23,7 @@ pub mod service;
 pub mod stats;
 
 pub use error::Error;
-pub use hw::{Delay, Dma, DmaError, DmaRegion, RegisterAccess};
+pub use hw::{Delay, Dma, DmaError, DmaRegion, Mmio, RegisterAccess};
 pub use ixgbe::link::Link;
 pub use nic::{Chip, Config, Nic, Released};
 pub use pool::{PoolFlags, PoolStats};

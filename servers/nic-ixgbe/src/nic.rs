@@ -231,10 +231,28 @@ impl<R: RegisterAccess, D: Dma, T: Delay> Nic<R, D, T> {
         let (rx_bus, tx_bus) = (rx.bus(), tx.bus());
         let rar = u32::from(p) + 1;
         let (regs, d, cfg) = (&self.regs, &mut self.delay, &self.cfg);
+        let queues = match cfg.chip {
+            Chip::X82599 => {
+                ixgbe::queues::setup_rx(regs, d, rxq, rx_bus, cfg.rx_ring, cfg.rx_buf_kb)
+                    .and_then(|()| ixgbe::queues::setup_tx(regs, d, txq, tx_bus, cfg.tx_ring))
+            }
+            Chip::I82576 => igb::queues::setup_rx(regs, d, rxq, rx_bus, cfg.rx_ring, cfg.rx_buf_kb)
+                .and_then(|()| igb::queues::setup_tx(regs, d, txq, tx_bus, cfg.tx_ring)),
+        };
+        if let Err(e) = queues {
+            // Leave nothing half-enabled; the pool number stays free. Best effort: the
+            // original error is the one worth reporting.
+            let _ = match cfg.chip {
+                Chip::X82599 => ixgbe::queues::disable_rx(regs, d, rxq)
+                    .and(ixgbe::queues::disable_tx(regs, d, txq)),
+                Chip::I82576 => {
+                    igb::queues::disable_rx(regs, d, rxq).and(igb::queues::disable_tx(regs, d, txq))
+                }
+            };
+            return Err(e);
+        }
         match cfg.chip {
             Chip::X82599 => {
-                ixgbe::queues::setup_rx(regs, d, rxq, rx_bus, cfg.rx_ring, cfg.rx_buf_kb)?;
-                ixgbe::queues::setup_tx(regs, d, txq, tx_bus, cfg.tx_ring)?;
                 if p < ixgbe::stats::QUEUE_COUNTERS {
                     ixgbe::stats::map_rx_queue(regs, rxq, p);
                     ixgbe::stats::rx_drops(regs, p);
@@ -242,8 +260,6 @@ impl<R: RegisterAccess, D: Dma, T: Delay> Nic<R, D, T> {
                 ixgbe::vmdq::enable_pool(regs, p, rar, mac, flags, cfg.anti_spoof);
             }
             Chip::I82576 => {
-                igb::queues::setup_rx(regs, d, rxq, rx_bus, cfg.rx_ring, cfg.rx_buf_kb)?;
-                igb::queues::setup_tx(regs, d, txq, tx_bus, cfg.tx_ring)?;
                 igb::init::rx_drops(regs, rxq);
                 igb::vmdq::enable_pool(regs, p, rar, mac, flags, cfg.anti_spoof);
             }

@@ -541,6 +541,11 @@ fn a_queue_that_never_enables_is_a_timeout_not_a_hang() {
         Err(Error::Timeout("TXDCTL.ENABLE"))
     );
     assert_eq!(nic.pools().count(), 0);
+    assert_eq!(
+        m.read32(r::rxq(0, r::RXDCTL)) & r::RXDCTL_ENABLE,
+        0,
+        "the RX queue set up before the failure is off again"
+    );
     assert!(m.violations().iter().any(|v| v.contains("DMATXCTL.TE")));
     // Bounded: the wait used virtual time, not forever.
     assert!(m.now_us() < 1_000_000);

@@ -32,7 +32,7 @@ pub enum PeerError {
     /// Header flag bits this version does not define.
     UnknownMessageFlags { ty: u8, flags: u8 },
     /// A message whose size does not match its type's layout.
-    WrongMessageSize { ty: u8, size: u16, expected: u16 },
+    WrongMessageSize { ty: u8, size: u16, expected: u32 },
     /// A message the peer's role may not send (e.g. a frontend sending a
     /// pre-posted packet).
     WrongDirection { ty: u8 },

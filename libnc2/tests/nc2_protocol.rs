@@ -719,3 +719,30 @@ fn large_message_after_the_midpoint_is_not_stuck() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn lowering_credit_does_not_reject_packets_sent_under_the_old_one() {
+    let mem = Nc2Mem::new(4096);
+    let (mut f, mut b) = connect(&mem);
+    let fr = [Fragment {
+        size: 100,
+        offset: 0,
+        gref: 1,
+    }];
+    for id in 0..4 {
+        f.send_packet(&PacketMeta::new(id, PacketKind::ReceiverCopy), &fr, &[])
+            .unwrap();
+    }
+    f.flush();
+    b.set_max_packets(1).unwrap();
+    b.flush();
+    for _ in 0..4 {
+        assert!(matches!(b.poll().unwrap(), Some(Event::Packet(_))));
+    }
+    // The frontend now sees the lower credit and must wait for FINISHes.
+    assert!(matches!(f.poll().unwrap(), Some(Event::PeerMaxPackets(1))));
+    assert_eq!(
+        f.send_packet(&PacketMeta::new(9, PacketKind::ReceiverCopy), &fr, &[]),
+        Err(SendError::NoPacketCredit)
+    );
+}

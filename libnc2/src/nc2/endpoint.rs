@@ -270,9 +270,12 @@ impl<'a> Core<'a> {
         self.send(&OutMessage::SetOffload(o))
     }
 
+    /// Advertises a new credit. Enforcement never drops below the largest
+    /// credit ever advertised: the peer may have sent packets under an older,
+    /// larger credit before it saw this message.
     pub(crate) fn set_max_packets(&mut self, n: u32) -> Result<(), SendError> {
         self.send(&OutMessage::SetMaxPackets(n))?;
-        self.cfg.max_packets = n;
+        self.cfg.max_packets = self.cfg.max_packets.max(n);
         Ok(())
     }
 

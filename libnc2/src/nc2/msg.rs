@@ -317,7 +317,7 @@ fn expect_size(ty: u8, b: &[u8], expected: usize) -> Result<(), PeerError> {
         return Err(PeerError::WrongMessageSize {
             ty,
             size: b.len() as u16,
-            expected: expected as u16,
+            expected: expected as u32,
         });
     }
     Ok(())
@@ -513,7 +513,7 @@ pub fn decode<'b>(
                 return Err(PeerError::WrongMessageSize {
                     ty,
                     size: b.len() as u16,
-                    expected: expected as u16,
+                    expected: expected as u32,
                 });
             }
             let frags_end = PACKET_FIXED + nr_frags * FRAGMENT_SIZE;

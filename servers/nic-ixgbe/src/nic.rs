@@ -303,6 +303,31 @@ impl<R: RegisterAccess, D: Dma, T: Delay> Nic<R, D, T> {
         Ok(())
     }
 
+    /// Acknowledges the "other causes" vector: true if the link state changed since the last
+    /// call (read [`Nic::link`] for the new state). Re-enables the vector.
+    pub fn link_changed(&self) -> bool {
+        let regs = &self.regs;
+        match self.cfg.chip {
+            Chip::X82599 => {
+                use crate::regs::ixgbe::{EICR, EICR_LSC, EICR_OTHER, EIMS};
+                let lsc = regs.read32(EICR) & EICR_LSC != 0;
+                if lsc {
+                    // Write-1-to-clear under MSI-X.
+                    regs.write32(EICR, EICR_LSC);
+                }
+                regs.write32(EIMS, EICR_LSC | EICR_OTHER);
+                lsc
+            }
+            Chip::I82576 => {
+                use crate::regs::igb::{EIMS, ICR, ICR_LSC};
+                // ICR clears on read.
+                let lsc = regs.read32(ICR) & ICR_LSC != 0;
+                regs.write32(EIMS, 1 << igb::msix::MISC_VECTOR);
+                lsc
+            }
+        }
+    }
+
     fn active(&self, p: u8) -> Result<&Active, Error> {
         self.slots
             .get(usize::from(p))

@@ -167,3 +167,22 @@ fn pool_vectors_follow_the_82576_ivar_layout() {
         assert_eq!(m.take_msix(), vec![v], "pool {p}");
     }
 }
+
+#[test]
+fn link_up_is_reported_once() {
+    let m = ixgbe_model::Model::new(ixgbe_model::Chip::I82576, NIC_MAC);
+    let mut nic = nic_ixgbe::Nic::new(
+        Regs(m.clone()),
+        ModelDma(m.clone()),
+        Clock(m.clone()),
+        nic_ixgbe::Config::new(Chip::I82576),
+    )
+    .unwrap();
+    assert!(!nic.link().up);
+    m.take_msix();
+    let link = nic.wait_link(2000).unwrap();
+    assert_eq!(link.mbps, 1000);
+    assert_eq!(m.take_msix(), vec![nic_ixgbe::igb::msix::MISC_VECTOR]);
+    assert!(nic.link_changed());
+    assert!(!nic.link_changed());
+}

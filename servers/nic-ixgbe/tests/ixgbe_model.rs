@@ -529,6 +529,8 @@ fn link_change_signals_the_misc_vector() {
     m.take_msix();
     nic.wait_link(2000).unwrap();
     assert_eq!(m.take_msix(), vec![nic_ixgbe::ixgbe::msix::MISC_VECTOR]);
+    assert!(nic.link_changed());
+    assert!(!nic.link_changed(), "acknowledged");
 }
 
 #[test]

@@ -21,6 +21,7 @@ pub const MDIC_ERROR: u32 = 1 << 30;
 pub const PHY_BMCR_AUTOEN_RESTART: u32 = (1 << 12) | (1 << 9);
 
 pub const ICR: u32 = 0x000C0;
+pub const ICR_LSC: u32 = 1 << 2;
 pub const IMC: u32 = 0x000D8;
 pub const GPIE: u32 = 0x01514;
 pub const GPIE_NSICR: u32 = 1 << 0;

@@ -1,1 +1,983 @@
-//! Nested Xen test bed harness.
+//! The nested Xen test bed: Xen 4.17 and a Debian dom0 booted in QEMU (TCG with emulated SVM,
+//! q35 with an intel-iommu, an igb NIC), driven over the serial console.
+//!
+//! What this module owns:
+//! - finding or assembling the bed (`tests/xenbed/build-bed.sh`, cached outside the source tree);
+//! - one QEMU process per [`XenBed`], started with a hard overall deadline: a watchdog kills QEMU
+//!   when it passes, and dropping the bed kills it too;
+//! - the serial console: every byte is appended to `target/xenbed-logs/<test>.log` (the log is
+//!   kept after the run, pass or fail), and waits scan it for markers with their own deadline;
+//! - fail-fast markers: a Xen panic, a dom0 kernel panic or a failed dom0 init step ends any wait
+//!   at once with the offending line;
+//! - dom0 commands: each is followed by `echo` of a unique marker carrying `$?`, so a command's
+//!   exit status is checked, not just its output;
+//! - files for dom0 (the nc2dd ELF, xl configs): packed into a `newc` cpio archive appended to the
+//!   cached initramfs, so they appear under `/nc2dd` in dom0.
+//!
+//! Invariant: at most one nested Xen runs at a time on the machine (it uses both cores under TCG):
+//! [`XenBed::boot`] holds an exclusive lock on `target/xenbed-logs/.bed.lock` until the bed is
+//! dropped, across threads and processes.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// dom0 prints this when xenstored, xen-init-dom0 and xenconsoled are up (tests/xenbed/dom0-init.sh).
+pub const DOM0_READY: &str = "NC2DD_DOM0_READY";
+
+/// Lines that end every wait at once: nothing good follows them.
+const FATAL_MARKERS: &[(&str, FatalKind)] = &[
+    ("Panic on CPU", FatalKind::XenPanic),
+    ("Kernel panic - not syncing", FatalKind::Dom0Panic),
+    ("NC2DD_DOM0_INIT_FAILED", FatalKind::Dom0InitFailed),
+];
+
+/// The workspace root (the `tests` crate sits one level below it).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Where serial logs are kept: `NC2DD_XENBED_LOG_DIR`, else `<workspace>/target/xenbed-logs`.
+pub fn log_dir() -> PathBuf {
+    match std::env::var_os("NC2DD_XENBED_LOG_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => workspace_root().join("target").join("xenbed-logs"),
+    }
+}
+
+/// Which dom0 root to assemble.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// Toolstack only: PV and PVH guests.
+    Pvh,
+    /// Adds qemu-system-xen and SeaBIOS to dom0, for HVM guests (and PCI passthrough).
+    Hvm,
+}
+
+/// The three files QEMU boots, as assembled by `build-bed.sh`.
+#[derive(Clone, Debug)]
+pub struct BedFiles {
+    pub dir: PathBuf,
+    pub xen: PathBuf,
+    pub vmlinuz: PathBuf,
+    pub initramfs: PathBuf,
+    /// Wall time of the assembly step (near zero when the bed was cached).
+    pub assembly_time: Duration,
+}
+
+/// Everything that can stop a bed run, each saying what was missing or what went wrong.
+#[derive(Debug)]
+pub enum BedError {
+    /// QEMU is absent or lacks a device the bed needs.
+    QemuMissing(String),
+    /// `build-bed.sh` failed or produced an incomplete bed.
+    BedBuild(String),
+    /// Another file the run needs is missing (for example the nc2dd ELF).
+    Missing(String),
+    /// A wait ran past its deadline.
+    Timeout {
+        waiting_for: String,
+        after: Duration,
+        tail: String,
+    },
+    /// A fail-fast marker appeared on the console.
+    Fatal {
+        kind: FatalKind,
+        line: String,
+    },
+    /// QEMU exited while the harness still waited for something.
+    QemuExited {
+        waiting_for: String,
+        tail: String,
+    },
+    /// A dom0 command exited with a non-zero status.
+    CommandFailed {
+        cmd: String,
+        status: i32,
+        output: String,
+    },
+    Io(String, io::Error),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FatalKind {
+    XenPanic,
+    Dom0Panic,
+    Dom0InitFailed,
+    /// A marker the test added with [`XenBed::add_fail_marker`].
+    Test,
+}
+
+impl fmt::Display for BedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BedError::QemuMissing(s) => write!(f, "QEMU unusable: {s}"),
+            BedError::BedBuild(s) => write!(f, "test bed assembly failed: {s}"),
+            BedError::Missing(s) => write!(f, "missing: {s}"),
+            BedError::Timeout {
+                waiting_for,
+                after,
+                tail,
+            } => write!(
+                f,
+                "timed out after {:.1} s waiting for {waiting_for:?}; console tail:\n{tail}",
+                after.as_secs_f64()
+            ),
+            BedError::Fatal { kind, line } => write!(f, "{kind:?} on the console: {line}"),
+            BedError::QemuExited { waiting_for, tail } => write!(
+                f,
+                "QEMU exited while waiting for {waiting_for:?}; console tail:\n{tail}"
+            ),
+            BedError::CommandFailed {
+                cmd,
+                status,
+                output,
+            } => write!(f, "dom0 command {cmd:?} exited {status}; output:\n{output}"),
+            BedError::Io(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BedError {}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> BedError {
+    let what = what.into();
+    move |e| BedError::Io(what, e)
+}
+
+/// Checks that `qemu-system-x86_64` exists and has the igb model (bookworm's QEMU 7.2 lacks it).
+pub fn check_qemu() -> Result<(), BedError> {
+    let out = Command::new(qemu_binary())
+        .args(["-device", "help"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            BedError::QemuMissing(format!(
+                "cannot run {} ({e}); scripts/setup.sh installs QEMU 10 from bookworm-backports",
+                qemu_binary()
+            ))
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !text.contains("\"igb\"") {
+        return Err(BedError::QemuMissing(format!(
+            "{} has no igb device model; scripts/setup.sh installs QEMU 10 from bookworm-backports",
+            qemu_binary()
+        )));
+    }
+    Ok(())
+}
+
+fn qemu_binary() -> String {
+    std::env::var("NC2DD_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".to_string())
+}
+
+/// Finds the bed: `NC2DD_XENBED_DIR` if set (used as is), else runs `tests/xenbed/build-bed.sh`,
+/// which assembles it on first use and answers from its cache afterwards.
+pub fn build_bed(flavour: Flavour) -> Result<BedFiles, BedError> {
+    let start = Instant::now();
+    let dir = match std::env::var_os("NC2DD_XENBED_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let script = workspace_root().join("tests/xenbed/build-bed.sh");
+            let mut cmd = Command::new("bash");
+            cmd.arg(&script);
+            if flavour == Flavour::Hvm {
+                cmd.arg("--hvm");
+            }
+            // The script's progress goes to our stderr so a slow cold assembly is visible.
+            let out = cmd
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .output()
+                .map_err(|e| BedError::BedBuild(format!("cannot run {}: {e}", script.display())))?;
+            if !out.status.success() {
+                return Err(BedError::BedBuild(format!(
+                    "{} exited with {} (its messages are above)",
+                    script.display(),
+                    out.status
+                )));
+            }
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let last = stdout.lines().last().unwrap_or("").trim();
+            if last.is_empty() {
+                return Err(BedError::BedBuild(format!(
+                    "{} printed no bed directory",
+                    script.display()
+                )));
+            }
+            PathBuf::from(last)
+        }
+    };
+    let files = BedFiles {
+        xen: dir.join("xen"),
+        vmlinuz: dir.join("vmlinuz"),
+        initramfs: dir.join("initramfs.cpio.gz"),
+        dir,
+        assembly_time: start.elapsed(),
+    };
+    for f in [&files.xen, &files.vmlinuz, &files.initramfs] {
+        if !f.is_file() {
+            return Err(BedError::BedBuild(format!(
+                "the bed lacks {} (delete {} to rebuild it)",
+                f.display(),
+                files.dir.display()
+            )));
+        }
+    }
+    Ok(files)
+}
+
+/// How the outer QEMU's igb NIC is connected. Either way traffic stays on this machine.
+#[derive(Clone, Debug)]
+pub enum Netdev {
+    /// QEMU's user-mode network with `restrict=on`: no route out of the VM.
+    UserRestricted,
+    /// A QEMU `socket` netdev, e.g. `listen=127.0.0.1:5555` or `udp=127.0.0.1:5556,localaddr=127.0.0.1:5555`.
+    Socket(String),
+}
+
+/// One bed run.
+#[derive(Clone, Debug)]
+pub struct BedConfig {
+    /// Names the log file: `<log_dir>/<test_name>.log`.
+    pub test_name: String,
+    pub flavour: Flavour,
+    pub netdev: Netdev,
+    /// Files placed under `/nc2dd/<name>` in dom0 (mode 0755).
+    pub dom0_files: Vec<(String, Vec<u8>)>,
+    /// Hard limit on the whole QEMU run, from spawn to drop.
+    pub overall_timeout: Duration,
+    /// Limit for Xen + dom0 to reach [`DOM0_READY`].
+    pub boot_timeout: Duration,
+    /// Appended to Xen's command line.
+    pub xen_cmdline_extra: String,
+}
+
+impl BedConfig {
+    pub fn new(test_name: &str) -> Self {
+        BedConfig {
+            test_name: test_name.to_string(),
+            flavour: Flavour::Pvh,
+            netdev: Netdev::UserRestricted,
+            dom0_files: Vec::new(),
+            overall_timeout: Duration::from_secs(300),
+            boot_timeout: Duration::from_secs(150),
+            xen_cmdline_extra: String::new(),
+        }
+    }
+}
+
+/// Console bytes shared between the reader threads and the waits.
+struct Console {
+    buf: Vec<u8>,
+    /// (end offset, arrival time) of every read, to time stages by when text arrived rather
+    /// than by when a wait looked for it.
+    arrivals: Vec<(usize, Instant)>,
+    eof: bool,
+}
+
+impl Console {
+    fn arrival_of(&self, offset: usize) -> Instant {
+        let i = self.arrivals.partition_point(|(end, _)| *end < offset);
+        self.arrivals
+            .get(i)
+            .or(self.arrivals.last())
+            .map_or_else(Instant::now, |(_, t)| *t)
+    }
+}
+
+struct Shared {
+    console: Mutex<Console>,
+    changed: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A reader thread that panicked leaves the data intact; the log is still worth reading.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Stops the watchdog when the bed is dropped first.
+struct Watchdog {
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+/// A running nested Xen. Dropping it kills QEMU and releases the bed lock.
+pub struct XenBed {
+    child: Arc<Mutex<Child>>,
+    stdin: Option<ChildStdin>,
+    shared: Arc<Shared>,
+    log: Arc<Mutex<File>>,
+    log_path: PathBuf,
+    cursor: usize,
+    fatal: FatalScanner,
+    next_marker: u64,
+    started: Instant,
+    deadline: Instant,
+    watchdog: Arc<Watchdog>,
+    /// Wall time from spawning QEMU to [`DOM0_READY`].
+    pub boot_time: Duration,
+    pub files: BedFiles,
+    _lock: File,
+}
+
+impl XenBed {
+    /// Assembles (or finds) the bed, boots it, and waits for the dom0 shell.
+    pub fn boot(cfg: BedConfig) -> Result<XenBed, BedError> {
+        check_qemu()?;
+        let files = build_bed(cfg.flavour)?;
+        let logs = log_dir();
+        fs::create_dir_all(&logs).map_err(io_err(format!("creating {}", logs.display())))?;
+
+        // One nested Xen at a time on this machine, across test threads and processes.
+        let lock_path = logs.join(".bed.lock");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(format!("opening {}", lock_path.display())))?;
+        lock_file
+            .lock()
+            .map_err(io_err(format!("locking {}", lock_path.display())))?;
+
+        let initrd = if cfg.dom0_files.is_empty() {
+            files.initramfs.clone()
+        } else {
+            let run_dir = logs.join(format!("{}.run", cfg.test_name));
+            fs::create_dir_all(&run_dir)
+                .map_err(io_err(format!("creating {}", run_dir.display())))?;
+            let path = run_dir.join("initramfs.cpio.gz");
+            write_initrd_with_files(&files.initramfs, &cfg.dom0_files, &path)?;
+            path
+        };
+
+        let log_path = logs.join(format!("{}.log", cfg.test_name));
+        let log_file =
+            File::create(&log_path).map_err(io_err(format!("creating {}", log_path.display())))?;
+        let log = Arc::new(Mutex::new(log_file));
+
+        let args = qemu_args(&files, &initrd, &cfg)?;
+        let started = Instant::now();
+        let deadline = started + cfg.overall_timeout;
+        {
+            let mut l = lock(&log);
+            let _ = writeln!(
+                l,
+                "## harness: {} {}\n## harness: bed {}",
+                qemu_binary(),
+                args.join(" "),
+                files.dir.display()
+            );
+        }
+        let mut child = Command::new(qemu_binary())
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| BedError::QemuMissing(format!("cannot start {}: {e}", qemu_binary())))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let shared = Arc::new(Shared {
+            console: Mutex::new(Console {
+                buf: Vec::new(),
+                arrivals: Vec::new(),
+                eof: false,
+            }),
+            changed: Condvar::new(),
+        });
+        if let Some(out) = stdout {
+            spawn_reader(out, Arc::clone(&shared), Arc::clone(&log), true);
+        }
+        if let Some(err) = stderr {
+            spawn_reader(err, Arc::clone(&shared), Arc::clone(&log), false);
+        }
+        let child = Arc::new(Mutex::new(child));
+        let watchdog = Arc::new(Watchdog {
+            done: Mutex::new(false),
+            cv: Condvar::new(),
+        });
+        spawn_watchdog(
+            Arc::clone(&child),
+            Arc::clone(&watchdog),
+            Arc::clone(&log),
+            deadline,
+        );
+
+        let mut bed = XenBed {
+            child,
+            stdin,
+            shared,
+            log,
+            log_path,
+            cursor: 0,
+            fatal: FatalScanner::default(),
+            next_marker: 0,
+            started,
+            deadline,
+            watchdog,
+            boot_time: Duration::ZERO,
+            files,
+            _lock: lock_file,
+        };
+        bed.wait_for(DOM0_READY, cfg.boot_timeout)?;
+        bed.boot_time = started.elapsed();
+        bed.note(&format!(
+            "dom0 ready after {:.1} s",
+            bed.boot_time.as_secs_f64()
+        ));
+        Ok(bed)
+    }
+
+    /// The serial log of this run.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Time since QEMU was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The console offset from which the next wait searches.
+    pub fn cursor(&self) -> usize {
+        self.cursor
+    }
+
+    /// Moves the search start back to `pos` (from [`XenBed::cursor`]), for text that may have
+    /// arrived while a command was still running, such as guest output during `xl create`.
+    pub fn rewind(&mut self, pos: usize) {
+        self.cursor = self.cursor.min(pos);
+    }
+
+    /// Makes every later wait fail at once when `marker` shows up on the console.
+    pub fn add_fail_marker(&mut self, marker: &str) {
+        self.fatal.extra.push(marker.to_string());
+        // Rescan what arrived since the last match.
+        self.fatal.scanned = self.fatal.scanned.min(self.cursor);
+    }
+
+    /// Writes a harness note into the log (not into the console text waits search).
+    pub fn note(&self, msg: &str) {
+        let mut l = lock(&self.log);
+        let _ = writeln!(
+            l,
+            "\n## harness +{:.3}s: {msg}",
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+
+    /// Types `text` on the console. Sent in small pieces: Xen's serial input ring towards dom0
+    /// holds little, and drops characters when dom0 falls behind.
+    pub fn send(&mut self, text: &str) -> Result<(), BedError> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| BedError::Missing("QEMU's stdin was closed".to_string()))?;
+        for chunk in text.as_bytes().chunks(32) {
+            stdin
+                .write_all(chunk)
+                .and_then(|_| stdin.flush())
+                .map_err(io_err("writing to QEMU's serial console"))?;
+            thread::sleep(Duration::from_millis(15));
+        }
+        Ok(())
+    }
+
+    /// Runs a dom0 shell command and returns its output; fails unless it exits 0.
+    pub fn run(&mut self, cmd: &str, timeout: Duration) -> Result<String, BedError> {
+        let (status, output) = self.run_status(cmd, timeout)?;
+        if status != 0 {
+            return Err(BedError::CommandFailed {
+                cmd: cmd.to_string(),
+                status,
+                output,
+            });
+        }
+        Ok(output)
+    }
+
+    /// Runs a dom0 shell command and returns its exit status and output (the console text between
+    /// the command and its status marker, which includes the echoed command line and any
+    /// hypervisor or guest lines that arrived meanwhile).
+    pub fn run_status(&mut self, cmd: &str, timeout: Duration) -> Result<(i32, String), BedError> {
+        self.next_marker += 1;
+        let n = self.next_marker;
+        let (echoed, needle) = status_marker(n);
+        self.note(&format!("run: {cmd}"));
+        let begin = self.cursor;
+        self.send(&format!("{cmd}\n{echoed}\n"))?;
+        let found = self.wait_for(&needle, timeout)?;
+        let (status, end) = {
+            let c = lock(&self.shared.console);
+            parse_status(&c.buf, found.end)
+                .ok_or_else(|| BedError::Missing(format!("status after marker {needle}")))?
+        };
+        let output = {
+            let c = lock(&self.shared.console);
+            String::from_utf8_lossy(&c.buf[begin..found.start]).into_owned()
+        };
+        self.cursor = end;
+        Ok((status, output))
+    }
+
+    /// Waits until `needle` appears on the console after everything matched so far. Returns the
+    /// full line that holds it. Fails at once on a fatal marker, when QEMU exits, or when `timeout`
+    /// (or the bed's overall deadline) passes.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<Match, BedError> {
+        let waited_from = Instant::now();
+        let deadline = (waited_from + timeout).min(self.deadline);
+        let shared = Arc::clone(&self.shared);
+        let mut c = lock(&shared.console);
+        loop {
+            if let Some(fatal) = self.fatal.scan(&c.buf) {
+                drop(c);
+                self.note(&format!("fatal marker: {fatal:?}"));
+                return Err(fatal);
+            }
+            if let Some(pos) = find(&c.buf[self.cursor..], needle.as_bytes()) {
+                let start = self.cursor + pos;
+                let end = start + needle.len();
+                let line = line_around(&c.buf, start);
+                let arrived = c.arrival_of(end);
+                self.cursor = end;
+                return Ok(Match {
+                    start,
+                    end,
+                    line,
+                    arrived,
+                });
+            }
+            if c.eof {
+                let tail = tail_of(&c.buf);
+                drop(c);
+                self.note(&format!("QEMU exited while waiting for {needle:?}"));
+                return Err(BedError::QemuExited {
+                    waiting_for: needle.to_string(),
+                    tail,
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let tail = tail_of(&c.buf);
+                drop(c);
+                self.note(&format!("timeout waiting for {needle:?}"));
+                return Err(BedError::Timeout {
+                    waiting_for: needle.to_string(),
+                    after: now - waited_from,
+                    tail,
+                });
+            }
+            c = shared
+                .changed
+                .wait_timeout(c, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Kills QEMU now (also done on drop).
+    pub fn kill(&mut self) {
+        {
+            let mut done = lock(&self.watchdog.done);
+            *done = true;
+            self.watchdog.cv.notify_all();
+        }
+        self.stdin = None;
+        let mut child = lock(&self.child);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for XenBed {
+    fn drop(&mut self) {
+        self.note("stopping QEMU");
+        self.kill();
+    }
+}
+
+/// Finds fail-fast markers in console text, each line once.
+#[derive(Default)]
+struct FatalScanner {
+    /// Console offset up to which complete lines were scanned.
+    scanned: usize,
+    /// Markers added by the test.
+    extra: Vec<String>,
+}
+
+impl FatalScanner {
+    /// Scans the complete lines of `buf` not scanned yet; returns the first fatal one.
+    fn scan(&mut self, buf: &[u8]) -> Option<BedError> {
+        // Up to the last newline only, so a marker split across reads is seen whole later.
+        let from = self.scanned.min(buf.len());
+        let upto = from + buf[from..].iter().rposition(|&b| b == b'\n')? + 1;
+        let region = &buf[from..upto];
+        self.scanned = upto;
+        let builtin = FATAL_MARKERS.iter().map(|(m, k)| (*m, *k));
+        let extra = self.extra.iter().map(|m| (m.as_str(), FatalKind::Test));
+        builtin
+            .chain(extra)
+            .filter_map(|(m, kind)| find(region, m.as_bytes()).map(|pos| (pos, kind)))
+            .min_by_key(|(pos, _)| *pos)
+            .map(|(pos, kind)| BedError::Fatal {
+                kind,
+                line: line_around(buf, from + pos),
+            })
+    }
+}
+
+/// Where a needle was found: byte offsets into the console text and the line holding it.
+#[derive(Clone, Debug)]
+pub struct Match {
+    pub start: usize,
+    pub end: usize,
+    pub line: String,
+    /// When the needle's last byte came off the serial line.
+    pub arrived: Instant,
+}
+
+/// The status marker line for command `n`, and the text only its output contains. The `''` in
+/// the echoed command keeps the terminal's echo of the line from matching.
+pub fn status_marker(n: u64) -> (String, String) {
+    (format!("echo __DONE_{n}''_$?__"), format!("__DONE_{n}_"))
+}
+
+/// Parses `<digits>__` at `at`; returns the status and the offset after the marker.
+fn parse_status(buf: &[u8], at: usize) -> Option<(i32, usize)> {
+    let rest = buf.get(at..)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 3 || rest.get(digits..digits + 2) != Some(b"__".as_slice()) {
+        return None;
+    }
+    let status = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    Some((status, at + digits + 2))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn line_around(buf: &[u8], pos: usize) -> String {
+    let start = buf[..pos]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let end = buf[pos..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(buf.len(), |p| pos + p);
+    String::from_utf8_lossy(&buf[start..end])
+        .trim_end_matches('\r')
+        .to_string()
+}
+
+fn tail_of(buf: &[u8]) -> String {
+    let from = buf.len().saturating_sub(3000);
+    String::from_utf8_lossy(&buf[from..]).into_owned()
+}
+
+fn spawn_reader(
+    mut src: impl Read + Send + 'static,
+    shared: Arc<Shared>,
+    log: Arc<Mutex<File>>,
+    is_console: bool,
+) {
+    thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = match src.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            {
+                let mut l = lock(&log);
+                let _ = if is_console {
+                    l.write_all(&chunk[..n])
+                } else {
+                    write!(
+                        l,
+                        "\n## qemu stderr: {}",
+                        String::from_utf8_lossy(&chunk[..n])
+                    )
+                };
+                let _ = l.flush();
+            }
+            if is_console {
+                let mut c = lock(&shared.console);
+                c.buf.extend_from_slice(&chunk[..n]);
+                let end = c.buf.len();
+                c.arrivals.push((end, Instant::now()));
+                shared.changed.notify_all();
+            }
+        }
+        if is_console {
+            lock(&shared.console).eof = true;
+            shared.changed.notify_all();
+        }
+    });
+}
+
+fn spawn_watchdog(
+    child: Arc<Mutex<Child>>,
+    wd: Arc<Watchdog>,
+    log: Arc<Mutex<File>>,
+    deadline: Instant,
+) {
+    thread::spawn(move || {
+        let mut done = lock(&wd.done);
+        while !*done {
+            let now = Instant::now();
+            if now >= deadline {
+                drop(done);
+                let _ = writeln!(
+                    lock(&log),
+                    "\n## harness: overall deadline passed, killing QEMU"
+                );
+                let mut c = lock(&child);
+                let _ = c.kill();
+                let _ = c.wait();
+                return;
+            }
+            done = wd
+                .cv
+                .wait_timeout(done, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    });
+}
+
+fn qemu_args(files: &BedFiles, initrd: &Path, cfg: &BedConfig) -> Result<Vec<String>, BedError> {
+    let path = |p: &Path| -> Result<String, BedError> {
+        let s = p
+            .to_str()
+            .ok_or_else(|| BedError::Missing(format!("a UTF-8 path for {}", p.display())))?;
+        // QEMU splits -initrd on commas; a path with one would be read as two modules.
+        if s.contains(',') {
+            return Err(BedError::Missing(format!("a path without commas: {s}")));
+        }
+        Ok(s.to_string())
+    };
+    let netdev = match &cfg.netdev {
+        Netdev::UserRestricted => "user,id=n0,restrict=on".to_string(),
+        Netdev::Socket(spec) => format!("socket,id=n0,{spec}"),
+    };
+    let mut xen_cmdline =
+        "console=com1 com1=115200,8n1 dom0_mem=512M noreboot guest_loglvl=all iommu=1".to_string();
+    if !cfg.xen_cmdline_extra.is_empty() {
+        xen_cmdline.push(' ');
+        xen_cmdline.push_str(&cfg.xen_cmdline_extra);
+    }
+    Ok(vec![
+        "-accel".into(),
+        "tcg".into(),
+        // Emulated SVM + nested paging give Xen HVM and HAP; without removing `monitor` Xen's
+        // idle loop takes a #GP on mwait under TCG.
+        "-cpu".into(),
+        "EPYC,+svm,+npt,-monitor".into(),
+        "-machine".into(),
+        "q35,kernel-irqchip=split".into(),
+        "-device".into(),
+        "intel-iommu,intremap=on,caching-mode=on".into(),
+        "-m".into(),
+        "2048".into(),
+        "-smp".into(),
+        "2".into(),
+        "-display".into(),
+        "none".into(),
+        "-monitor".into(),
+        "none".into(),
+        "-serial".into(),
+        "stdio".into(),
+        "-no-reboot".into(),
+        "-netdev".into(),
+        netdev,
+        // Not at 00:02.0: qemu-xen refuses to pass through a device there (IGD slot).
+        "-device".into(),
+        "igb,netdev=n0,addr=04.0".into(),
+        "-kernel".into(),
+        path(&files.xen)?,
+        "-append".into(),
+        xen_cmdline,
+        "-initrd".into(),
+        format!(
+            "{} console=hvc0 earlyprintk=xen quiet,{}",
+            path(&files.vmlinuz)?,
+            path(initrd)?
+        ),
+    ])
+}
+
+/// Writes `base` (a gzipped cpio) followed by an uncompressed `newc` archive of `files` under
+/// `/nc2dd`. Linux unpacks concatenated archives; the second must start 4-byte aligned.
+fn write_initrd_with_files(
+    base: &Path,
+    files: &[(String, Vec<u8>)],
+    out: &Path,
+) -> Result<(), BedError> {
+    let mut data = fs::read(base).map_err(io_err(format!("reading {}", base.display())))?;
+    while !data.len().is_multiple_of(4) {
+        data.push(0);
+    }
+    let mut entries: Vec<CpioEntry<'_>> = vec![CpioEntry::dir("nc2dd")];
+    let names: Vec<String> = files.iter().map(|(n, _)| format!("nc2dd/{n}")).collect();
+    for ((name, bytes), path) in files.iter().zip(&names) {
+        if name.is_empty() || name.contains('/') || name.contains('\0') {
+            return Err(BedError::Missing(format!(
+                "a plain file name for a dom0 file, not {name:?}"
+            )));
+        }
+        entries.push(CpioEntry::file(path, bytes));
+    }
+    data.extend_from_slice(&cpio_newc(&entries));
+    fs::write(out, data).map_err(io_err(format!("writing {}", out.display())))
+}
+
+/// One member of a `newc` cpio archive.
+pub struct CpioEntry<'a> {
+    pub path: &'a str,
+    pub mode: u32,
+    pub data: &'a [u8],
+}
+
+impl<'a> CpioEntry<'a> {
+    pub fn dir(path: &'a str) -> Self {
+        CpioEntry {
+            path,
+            mode: 0o040755,
+            data: &[],
+        }
+    }
+    pub fn file(path: &'a str, data: &'a [u8]) -> Self {
+        CpioEntry {
+            path,
+            mode: 0o100755,
+            data,
+        }
+    }
+}
+
+/// Encodes entries as a `newc` ("070701") cpio archive with its trailer: the format the Linux
+/// initramfs unpacker reads.
+pub fn cpio_newc(entries: &[CpioEntry<'_>]) -> Vec<u8> {
+    fn pad4(v: &mut Vec<u8>) {
+        while !v.len().is_multiple_of(4) {
+            v.push(0);
+        }
+    }
+    fn member(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
+        let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
+        let fields = [
+            ino,
+            mode,
+            0, // uid
+            0, // gid
+            nlink,
+            0, // mtime
+            data.len() as u32,
+            0, // devmajor
+            0, // devminor
+            0, // rdevmajor
+            0, // rdevminor
+            name.len() as u32 + 1,
+            0, // check
+        ];
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        pad4(out);
+        out.extend_from_slice(data);
+        pad4(out);
+    }
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        member(&mut out, i as u32 + 1, e.path, e.mode, e.data);
+    }
+    member(&mut out, 0, "TRAILER!!!", 0, &[]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_marker_echo_never_matches_its_needle() {
+        let (echoed, needle) = status_marker(7);
+        assert!(find(echoed.as_bytes(), needle.as_bytes()).is_none());
+        // What the shell prints for `echo __DONE_7''_$?__` after a command exiting 3.
+        let printed = b"__DONE_7_3__\n";
+        assert_eq!(find(printed, needle.as_bytes()), Some(0));
+        assert_eq!(parse_status(printed, needle.len()), Some((3, 12)));
+    }
+
+    #[test]
+    fn parse_status_rejects_partial_or_odd_markers() {
+        assert_eq!(parse_status(b"__DONE_1_", 9), None);
+        assert_eq!(parse_status(b"__DONE_1_12", 9), None);
+        assert_eq!(parse_status(b"__DONE_1_$?__", 9), None);
+        assert_eq!(parse_status(b"__DONE_1_1234__", 9), None);
+        assert_eq!(parse_status(b"__DONE_1_127__x", 9), Some((127, 14)));
+    }
+
+    #[test]
+    fn line_around_returns_the_whole_line() {
+        let buf = b"first\r\n(XEN) Panic on CPU 0:\nlast";
+        let pos = find(buf, b"Panic").unwrap();
+        assert_eq!(line_around(buf, pos), "(XEN) Panic on CPU 0:");
+        assert_eq!(line_around(buf, buf.len() - 1), "last");
+    }
+
+    #[test]
+    fn cpio_newc_layout() {
+        let data = b"hello";
+        let a = cpio_newc(&[CpioEntry::dir("d"), CpioEntry::file("d/f", data)]);
+        assert_eq!(&a[..6], b"070701");
+        assert_eq!(a.len() % 4, 0);
+        // Header (110 bytes) + "d\0" padded to 112, then the file header at 112.
+        assert_eq!(&a[110..112], b"d\0");
+        assert_eq!(&a[112..118], b"070701");
+        // The file's size field (7th field) is 5.
+        let size_field = &a[112 + 6 + 6 * 8..112 + 6 + 7 * 8];
+        assert_eq!(size_field, b"00000005");
+        // Name "d/f\0" right after the header, data 4-aligned after it.
+        let name_at = 112 + 110;
+        assert_eq!(&a[name_at..name_at + 4], b"d/f\0");
+        let data_at = (name_at + 4).next_multiple_of(4);
+        assert_eq!(&a[data_at..data_at + 5], data);
+        let trailer = find(&a, b"TRAILER!!!").unwrap();
+        assert!(trailer > data_at);
+    }
+
+    #[test]
+    fn fatal_markers_end_waits_with_the_line() {
+        // A bed whose console is fed by hand: no QEMU, so only the scanning logic runs.
+        let mut scanner = FatalScanner::default();
+        assert!(scanner.scan(b"(XEN) booting\n(XEN) Panic on CP").is_none());
+        let e = scanner
+            .scan(b"(XEN) booting\n(XEN) Panic on CPU 1:\n")
+            .expect("the completed line is fatal");
+        match e {
+            BedError::Fatal { kind, line } => {
+                assert_eq!(kind, FatalKind::XenPanic);
+                assert_eq!(line, "(XEN) Panic on CPU 1:");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+}

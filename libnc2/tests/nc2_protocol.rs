@@ -53,6 +53,28 @@ fn packet_round_trip_with_offloads() {
     meta.flags = PKT_CSUM_BLANK;
     meta.seg = Segmentation::TcpV4;
     meta.mss = 1448;
+    // Offloads need the receiver's consent first.
+    assert!(matches!(
+        f.send_packet(
+            &meta,
+            &[Fragment {
+                size: 100,
+                offset: 0,
+                gref: 1
+            }],
+            &[0; 54]
+        ),
+        Err(SendError::Invalid(_))
+    ));
+    b.set_offload(Offload {
+        csum: true,
+        tso4: true,
+        tso6: false,
+    })
+    .unwrap();
+    b.flush();
+    assert!(matches!(f.poll().unwrap(), Some(Event::PeerOffload(_))));
+    meta.mss = 1448;
     meta.csum_start = 34;
     meta.csum_offset = 16;
     let frags = [

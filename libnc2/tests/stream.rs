@@ -7,7 +7,7 @@
 //! inline prefix, plus a seeded probe word at the start and end of every
 //! fragment (the producer writes them into the pages it grants).
 //!
-//! Default: 200,000 packets per test; `NC2DD_LONG_TESTS=1`: 10,000,000
+//! Default: 100,000 packets per test; `NC2DD_LONG_TESTS=1`: 10,000,000
 //! (run with `--release`). Covered: netchannel2 frontend-to-backend
 //! (copy/map/small), netchannel2 backend-to-frontend into pre-posted
 //! buffers (the multi-queue path), netif tx and netif rx.
@@ -131,7 +131,7 @@ const NC2_FRAGS: usize = 17;
 
 #[test]
 fn nc2_two_threads_random_packets() {
-    let count = cases(200_000, 10_000_000);
+    let count = cases(100_000, 10_000_000);
     let seed = 0x6e63_3200;
     let mem = Nc2Mem::new(16384);
     let pages = Pages::new(NC2_IDS as usize * NC2_FRAGS);
@@ -287,7 +287,7 @@ const NETIF_IDS: u16 = 256;
 
 #[test]
 fn netif_two_threads_random_packets() {
-    let count = cases(200_000, 10_000_000);
+    let count = cases(100_000, 10_000_000);
     let seed = 0x6e65_7469;
     let ring = OwnedRegion::new(PAGE);
     let pages = Pages::new(usize::from(NETIF_IDS));
@@ -427,7 +427,7 @@ const POSTED: u32 = 256;
 
 #[test]
 fn nc2_pre_posted_two_threads_random_packets() {
-    let count = cases(200_000, 10_000_000);
+    let count = cases(100_000, 10_000_000);
     let seed = 0x7072_6570;
     let mem = Nc2Mem::new(16384);
     let pages = Pages::new(POSTED as usize);
@@ -584,7 +584,7 @@ fn nc2_pre_posted_two_threads_random_packets() {
 
 #[test]
 fn netif_rx_two_threads_random_packets() {
-    let count = cases(200_000, 10_000_000);
+    let count = cases(100_000, 10_000_000);
     let seed = 0x7278_7278;
     let ring = OwnedRegion::new(PAGE);
     let pages = Pages::new(256);

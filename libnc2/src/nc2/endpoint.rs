@@ -9,8 +9,8 @@
 use super::layout::{BACKEND_BLOCK, BLOCK_SIZE, ChannelMem, FRONTEND_BLOCK, init_block};
 use super::msg::{
     self, BufferIds, Fragment, Limits, MAX_FRAGMENTS, MAX_MESSAGE_SIZE, Message, Offload,
-    OutMessage, PacketKind, PacketMeta, PacketView, PostedBuffers, TYPE_PACKET, TYPE_POST_BUFFERS,
-    TYPE_RETURN_BUFFERS, TYPE_SET_MAX_POSTED_BUFFERS,
+    OutMessage, PacketKind, PacketMeta, PacketView, PostedBuffers, Segmentation, TYPE_PACKET,
+    TYPE_POST_BUFFERS, TYPE_RETURN_BUFFERS, TYPE_SET_MAX_POSTED_BUFFERS,
 };
 use super::ring::{Consumer, Producer};
 use crate::error::{PeerError, SendError, SetupError};
@@ -205,6 +205,25 @@ impl<'a> Core<'a> {
         frags: &[Fragment],
         prefix: &[u8],
     ) -> Result<(), SendError> {
+        let o = self.peer_offload;
+        if meta.flags & msg::PKT_CSUM_BLANK != 0 && !o.csum {
+            return Err(SendError::Invalid(
+                "the peer has not enabled checksum offload",
+            ));
+        }
+        match meta.seg {
+            Segmentation::TcpV4 if !o.tso4 => {
+                return Err(SendError::Invalid(
+                    "the peer has not enabled TCPv4 segmentation",
+                ));
+            }
+            Segmentation::TcpV6 if !o.tso6 => {
+                return Err(SendError::Invalid(
+                    "the peer has not enabled TCPv6 segmentation",
+                ));
+            }
+            _ => {}
+        }
         let n = frags.len() as u32;
         if n > self.peer_max_fragments {
             return Err(SendError::TooManyFragments {

@@ -10,6 +10,10 @@
 //! one doorbell write into the model (on hardware an uncached MMIO write; here a function call
 //! into the model, which the driver's figures include once per batch).
 //!
+//! A second table times the NIC end of the queue-pair channel (`Service::poll`: decode posts,
+//! validate, drive the rings, encode completions) per frame at batch 32, to show what the
+//! channel adds on top of the driver.
+//!
 //! Run: `cargo bench -p nic-ixgbe --bench driver`.
 
 #[path = "../tests/common/mod.rs"]
@@ -17,8 +21,12 @@ mod common;
 
 use std::hint::black_box;
 
+use std::sync::atomic::AtomicU64;
+
 use common::*;
+use nic_ixgbe::service::{Service, Window};
 use nic_ixgbe::{Chip, Config, PoolFlags, RxBuf, RxCompletion, TxBuf};
+use qpair::{Layout, NetbackEnd, NicEnd, RxDone, RxPost, RxStatus, TxDone, TxPost, TxStatus};
 
 const FRAME: usize = 64;
 const FRAMES_PER_RUN: u32 = 192_000;
@@ -167,6 +175,114 @@ fn bench_doorbell(overhead: f64) -> f64 {
     ((t1 - t0) as f64 - overhead) / f64::from(n)
 }
 
+/// (RX, TX) cycles per frame spent in `Service::poll` when netback moves `batch` frames per
+/// poll through a channel; pool setup and the model's work are outside the timed region.
+fn bench_service(batch: usize, overhead: f64) -> (f64, f64) {
+    let (m, mut nic) = nic_with(Config {
+        msix_itr_us: None,
+        ..Config::new(Chip::X82599)
+    });
+    m.defer_tx(true);
+    let bufs = Buffers::new(&m, 1024, 2048);
+    let layout = Layout {
+        ctrl: 8,
+        rx: 512,
+        tx: 512,
+    };
+    let mem: Vec<AtomicU64> = (0..layout.words()).map(|_| AtomicU64::new(0)).collect();
+    let mut nic_end = NicEnd::new(&mem, layout).unwrap();
+    let mut nb = NetbackEnd::new(&mem, layout).unwrap();
+    let mut svc = Service::new(&[Window {
+        start: bufs.base,
+        end: bufs.base + 1024 * 2048,
+    }]);
+    nb.send_ctrl(&[qpair::Ctrl::AllocPool {
+        req: 0,
+        mac: qpair::MacAddr(guest_mac(1)),
+        flags: qpair::PoolFlags::default(),
+    }])
+    .unwrap();
+    svc.poll(&mut nic, &mut nic_end).unwrap();
+    let mut rep = [qpair::CtrlReply::PoolReleased { pool: 0 }; 1];
+    nb.recv_ctrl(&mut rep).unwrap();
+    let qpair::CtrlReply::PoolAllocated { pool, .. } = rep[0] else {
+        panic!("no pool: {:?}", rep[0]);
+    };
+    let posts: Vec<RxPost> = (0..256)
+        .map(|id| RxPost {
+            pool,
+            id,
+            addr: bufs.addr(id),
+            len: 2048,
+        })
+        .collect();
+    nb.post_rx(&posts).unwrap();
+    svc.poll(&mut nic, &mut nic_end).unwrap();
+    let f = frame(guest_mac(1), guest_mac(2), 0, FRAME);
+    let mut done = vec![
+        RxDone {
+            pool,
+            id: 0,
+            len: 0,
+            status: RxStatus::Unused
+        };
+        batch
+    ];
+    let mut repost = Vec::with_capacity(batch);
+    let tx: Vec<TxPost> = (512..512 + batch as u32)
+        .map(|id| {
+            bufs.write(id, &frame(guest_mac(2), guest_mac(1), id, FRAME));
+            TxPost {
+                pool,
+                id,
+                addr: bufs.addr(id),
+                len: FRAME as u16,
+            }
+        })
+        .collect();
+    let mut tx_done = vec![
+        TxDone {
+            pool,
+            id: 0,
+            status: TxStatus::Sent
+        };
+        batch
+    ];
+    let (mut rx_cyc, mut tx_cyc) = (0f64, 0f64);
+    let rounds = 48_000 / batch;
+    for _ in 0..rounds {
+        for _ in 0..batch {
+            m.inject(&f);
+        }
+        let t0 = cycles();
+        svc.poll(&mut nic, &mut nic_end).unwrap();
+        let t1 = cycles();
+        let n = nb.recv_rx_done(&mut done).unwrap();
+        assert_eq!(n, batch);
+        repost.clear();
+        repost.extend(done[..n].iter().map(|d| RxPost {
+            pool,
+            id: d.id,
+            addr: bufs.addr(d.id),
+            len: 2048,
+        }));
+        nb.post_rx(&repost).unwrap();
+        nb.post_tx(&tx).unwrap();
+        let t2 = cycles();
+        // Takes the reposts and the TX posts, reclaims the previous round's frames.
+        svc.poll(&mut nic, &mut nic_end).unwrap();
+        let t3 = cycles();
+        m.run_tx();
+        m.discard_transmitted();
+        nb.recv_tx_done(&mut tx_done).unwrap();
+        rx_cyc += (t1 - t0) as f64 - overhead;
+        tx_cyc += (t3 - t2) as f64 - overhead;
+    }
+    assert!(m.violations().is_empty());
+    let frames = (rounds * batch) as f64;
+    (rx_cyc / frames, tx_cyc / frames)
+}
+
 fn main() {
     let overhead = timer_overhead();
     let t = std::time::Instant::now();
@@ -205,5 +321,15 @@ fn main() {
                 r.driver - doorbell / batch as f64
             );
         }
+    }
+    println!();
+    println!("NIC end of the queue-pair channel (Service::poll), cycles per frame:");
+    println!(
+        "{:>5} {:>18} {:>26}",
+        "batch", "RX (harvest+reply)", "TX+repost (take+send+reclaim)"
+    );
+    for batch in [8usize, 32] {
+        let (rx, tx) = bench_service(batch, overhead);
+        println!("{batch:>5} {rx:>18.1} {tx:>26.1}");
     }
 }

@@ -70,6 +70,9 @@ pub struct Service {
     ctrl_backlog: VecDeque<CtrlReply>,
     /// Pools whose `PoolReleased` waits for their completions to leave the backlogs.
     releasing: Vec<u8>,
+    /// Scratch for runs of same-pool posts, kept to avoid an allocation per poll.
+    rx_run: Vec<RxBuf>,
+    tx_run: Vec<TxBuf>,
     pub refusals: Refusals,
 }
 
@@ -82,6 +85,8 @@ impl Service {
             tx_backlog: VecDeque::new(),
             ctrl_backlog: VecDeque::new(),
             releasing: Vec::new(),
+            rx_run: Vec::with_capacity(BATCH),
+            tx_run: Vec::with_capacity(BATCH),
             refusals: Refusals::default(),
         }
     }
@@ -225,7 +230,7 @@ impl Service {
         let n = ch.recv_rx_posts(&mut posts[..room.min(BATCH)])?;
         act.work += n;
         let min_len = nic.config().rx_buf_kb * 1024;
-        let mut run: Vec<RxBuf> = Vec::with_capacity(n);
+        let mut run = core::mem::take(&mut self.rx_run);
         let mut run_pool = None;
         for post in &posts[..n] {
             let refuse = if !self.owns(post.pool) {
@@ -252,6 +257,7 @@ impl Service {
             });
         }
         self.post_run(nic, run_pool, &mut run);
+        self.rx_run = run;
         Ok(n)
     }
 
@@ -290,7 +296,7 @@ impl Service {
         }; BATCH];
         let n = ch.recv_tx_posts(&mut posts[..room.min(BATCH)])?;
         act.work += n;
-        let mut run: Vec<TxBuf> = Vec::with_capacity(n);
+        let mut run = core::mem::take(&mut self.tx_run);
         let mut run_pool = None;
         for post in &posts[..n] {
             let refuse = if !self.owns(post.pool) {
@@ -322,6 +328,7 @@ impl Service {
             });
         }
         self.send_run(nic, run_pool, &mut run);
+        self.tx_run = run;
         Ok(n)
     }
 
@@ -354,10 +361,10 @@ impl Service {
         let mut tx_room = (tx_free as usize).saturating_sub(self.tx_backlog.len());
         let mut rx = [RxCompletion::default(); BATCH];
         let mut ids = [0u32; BATCH];
-        for pool in 0..64u8 {
-            if !self.owns(pool) {
-                continue;
-            }
+        let mut owned = self.owned;
+        while owned != 0 {
+            let pool = owned.trailing_zeros() as u8;
+            owned &= owned - 1;
             let n = nic
                 .rx_burst(pool, &mut rx[..rx_room.min(BATCH)])
                 .unwrap_or(0);

@@ -157,10 +157,43 @@ fn fuzz_nc2_message_decode() {
     );
 }
 
-/// A hostile backend writes anything into the ring and indices; the
-/// frontend must only ever return validated events or errors.
+/// Fills `ring` with a stream of mostly valid messages, corrupts a few
+/// words, and publishes random producer/consumer indices in `block`.
+fn hostile_ring(rng: &mut Rng, ch: &libnc2::nc2::ChannelMem<'_>, to_backend: bool) {
+    let mut out = [0u8; MAX_MESSAGE_SIZE];
+    let (ring, block) = if to_backend {
+        (ch.front_to_back, FRONTEND_BLOCK)
+    } else {
+        (ch.back_to_front, BACKEND_BLOCK)
+    };
+    let mut off = 0usize;
+    while off < ring.len() {
+        let n = random_valid_message(rng, &mut out).min(ring.len() - off) & !7;
+        if n == 0 {
+            break;
+        }
+        ring.write_from(off, &out[..n]);
+        off += n;
+    }
+    for _ in 0..rng.range(0, 3) {
+        let i = (rng.below(ring.len() as u64 / 4) * 4) as usize;
+        ring.store_u32(i, rng.next() as u32, Ordering::Relaxed);
+    }
+    let mut prod = (rng.below(ring.len() as u64 / 8 + 2) * 8) as u32;
+    if rng.chance(10) {
+        prod = rng.next() as u32;
+    }
+    ch.control
+        .store_u32(block + OUT_PROD, prod, Ordering::Release);
+    ch.control
+        .store_u32(block + IN_CONS, rng.next() as u32 % 64, Ordering::Release);
+}
+
+/// A hostile peer writes anything into the ring and indices; the endpoint
+/// (frontend or backend, alternately) must only ever return validated
+/// events or errors.
 #[test]
-fn fuzz_nc2_frontend_consumer() {
+fn fuzz_nc2_endpoint_consumer() {
     let mut rng = Rng(2);
     let cfg = Config {
         max_packets: 8,
@@ -174,54 +207,46 @@ fn fuzz_nc2_frontend_consumer() {
         max_fragments: cfg.max_fragments,
         buffer_ids: cfg.posted_buffers,
     };
-    let mut out = [0u8; MAX_MESSAGE_SIZE];
     let (mut events, mut errors) = (0u64, 0u64);
-    for _ in 0..cases(N_SHORT, N_LONG) {
+    let mut tally = |r: Result<Option<Event<'_>>, libnc2::PeerError>| match r {
+        Ok(Some(ev)) => {
+            events += 1;
+            check_event(&ev, &limits);
+            true
+        }
+        Ok(None) => false,
+        Err(_) => {
+            errors += 1;
+            false
+        }
+    };
+    for case in 0..cases(N_SHORT, N_LONG) {
         let mem = Nc2Mem::new(1024);
         let ch = mem.channel();
-        let mut f = Frontend::new(ch, cfg).unwrap();
-        let ring = ch.back_to_front;
-        // Fill the ring with a stream of (mostly valid) messages.
-        let mut off = 0usize;
-        while off < 1024 {
-            let n = random_valid_message(&mut rng, &mut out).min(1024 - off);
-            let n = n & !7;
-            if n == 0 {
-                break;
-            }
-            ring.write_from(off, &out[..n]);
-            off += n;
-        }
-        for _ in 0..rng.range(0, 3) {
-            let i = (rng.below(256) * 4) as usize;
-            ring.store_u32(i, rng.next() as u32, Ordering::Relaxed);
-        }
-        let mut prod = (rng.below(130) * 8) as u32;
-        if rng.chance(10) {
-            prod = rng.next() as u32;
-        }
-        ch.control
-            .store_u32(BACKEND_BLOCK + OUT_PROD, prod, Ordering::Release);
-        ch.control.store_u32(
-            BACKEND_BLOCK + IN_CONS,
-            rng.next() as u32 % 64,
-            Ordering::Release,
-        );
-        for _ in 0..64 {
-            match f.poll() {
-                Ok(Some(ev)) => {
-                    events += 1;
-                    check_event(&ev, &limits)
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    errors += 1;
+        let small = PacketMeta::new(1, PacketKind::Small);
+        if case % 2 == 0 {
+            let mut f = Frontend::new(ch, cfg).unwrap();
+            hostile_ring(&mut rng, &ch, false);
+            for _ in 0..64 {
+                if !tally(f.poll()) {
                     break;
                 }
             }
+            let _ = f.send_packet(&small, &[], &[1, 2, 3]);
+            f.flush();
+        } else {
+            ch.init().unwrap();
+            let mut b = Backend::attach(ch, cfg).unwrap();
+            hostile_ring(&mut rng, &ch, true);
+            for _ in 0..64 {
+                if !tally(b.poll()) {
+                    break;
+                }
+            }
+            let _ = b.send_packet(&small, &[], &[1, 2, 3]);
+            let _ = b.return_buffers(&[0]);
+            b.flush();
         }
-        let _ = f.send_packet(&PacketMeta::new(1, PacketKind::Small), &[], &[1, 2, 3]);
-        f.flush();
     }
     assert!(events > 0 && errors > 0, "events {events} errors {errors}");
 }

@@ -97,6 +97,7 @@ pub fn setup_tx<R: RegisterAccess, T: Delay>(
     regs.write32(txq(q, TDLEN), n * 16);
     regs.write32(txq(q, TDH), 0);
     regs.write32(txq(q, TDT), 0);
+    regs.clear32(txq(q, DCA_TXCTRL), DCA_TXCTRL_DESC_WRO_EN);
     // Linux's thresholds: prefetch 32, host 1, write-back 1 (PTHRESH + WTHRESH <= 40).
     let thresholds =
         (32 << TXDCTL_PTHRESH_SHIFT) | (1 << TXDCTL_HTHRESH_SHIFT) | (1 << TXDCTL_WTHRESH_SHIFT);

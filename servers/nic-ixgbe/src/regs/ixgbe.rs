@@ -106,6 +106,9 @@ pub const fn txq(n: u32, reg: u32) -> u32 {
 pub const TDBAL: u32 = 0x00;
 pub const TDBAH: u32 = 0x04;
 pub const TDLEN: u32 = 0x08;
+pub const DCA_TXCTRL: u32 = 0x0C;
+/// TX descriptor write-back relaxed ordering: Linux, DPDK and FreeBSD clear it.
+pub const DCA_TXCTRL_DESC_WRO_EN: u32 = 1 << 11;
 pub const TDH: u32 = 0x10;
 pub const TDT: u32 = 0x18;
 pub const TXDCTL: u32 = 0x28;

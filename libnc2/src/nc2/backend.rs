@@ -71,7 +71,8 @@ impl<'a> Backend<'a> {
     }
 
     /// Arms the event for the next message and re-checks; true means
-    /// messages are already waiting (do not sleep).
+    /// messages are already waiting (do not sleep). Call after
+    /// [`flush`](Self::flush), so the peer sees everything we consumed.
     pub fn prepare_to_sleep(&mut self) -> Result<bool, PeerError> {
         self.core.prepare_to_sleep()
     }

@@ -515,17 +515,18 @@ impl XenBed {
         self.note(&format!("run: {cmd}"));
         let begin = self.cursor;
         self.send(&format!("{cmd}\n{echoed}\n"))?;
-        let found = self.wait_for(&needle, timeout)?;
-        let (status, end) = {
-            let c = lock(&self.shared.console);
-            parse_status(&c.buf, found.end)
-                .ok_or_else(|| BedError::Missing(format!("status after marker {needle}")))?
-        };
+        let mut status = 0;
+        // The marker counts only once its status digits and closing underscores have arrived.
+        let found = self.wait_until(&needle, timeout, |hay| {
+            let pos = find(hay, needle.as_bytes())?;
+            let (st, end) = parse_status(hay, pos + needle.len())?;
+            status = st;
+            Some((pos, end))
+        })?;
         let output = {
             let c = lock(&self.shared.console);
             String::from_utf8_lossy(&c.buf[begin..found.start]).into_owned()
         };
-        self.cursor = end;
         Ok((status, output))
     }
 
@@ -533,6 +534,19 @@ impl XenBed {
     /// full line that holds it. Fails at once on a fatal marker, when QEMU exits, or when `timeout`
     /// (or the bed's overall deadline) passes.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<Match, BedError> {
+        self.wait_until(needle, timeout, |hay| {
+            find(hay, needle.as_bytes()).map(|pos| (pos, pos + needle.len()))
+        })
+    }
+
+    /// The wait loop: `matcher` gets the console text after the cursor and returns the span it
+    /// was looking for (relative to that text); `needle` names it in errors.
+    fn wait_until(
+        &mut self,
+        needle: &str,
+        timeout: Duration,
+        mut matcher: impl FnMut(&[u8]) -> Option<(usize, usize)>,
+    ) -> Result<Match, BedError> {
         let waited_from = Instant::now();
         let deadline = (waited_from + timeout).min(self.deadline);
         let shared = Arc::clone(&self.shared);
@@ -543,9 +557,9 @@ impl XenBed {
                 self.note(&format!("fatal marker: {fatal:?}"));
                 return Err(fatal);
             }
-            if let Some(pos) = find(&c.buf[self.cursor..], needle.as_bytes()) {
-                let start = self.cursor + pos;
-                let end = start + needle.len();
+            if let Some((s, e)) = matcher(&c.buf[self.cursor..]) {
+                let start = self.cursor + s;
+                let end = self.cursor + e;
                 let line = line_around(&c.buf, start);
                 let arrived = c.arrival_of(end);
                 self.cursor = end;

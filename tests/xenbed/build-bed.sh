@@ -79,10 +79,8 @@ pkgs=(
 hvm_pkgs=(
     qemu-system-xen seabios
     libfdt1 libglib2.0-0 libjpeg62-turbo libpixman-1-0 libspice-server1 libusb-1.0-0
-    libffi8 libmount1 libblkid1 libselinux1 libpcre2-8-0 libudev1 libopus0 libssl3
-    libsasl2-2 liblz4-1 libgstreamer1.0-0 libgstreamer-plugins-base1.0-0 liborc-0.4-0
-    libunwind8 libdw1 libelf1 libbz2-1.0 libcap2 libgmp10 libstdc++6 libcrypt1 libgssapi-krb5-2
-    libkrb5-3 libk5crypto3 libcom-err2 libkrb5support0 libkeyutils1 libdb5.3 libbsd0 libmd0
+    libffi8 libpcre2-8-0 libudev1 libopus0 libssl3 libsasl2-2 liblz4-1 libgstreamer1.0-0
+    libgstreamer-plugins-base1.0-0 liborc-0.4-0 libunwind8 libdw1 libelf1 libbz2-1.0 libstdc++6
 )
 if [ "$flavour" = hvm ]; then pkgs+=("${hvm_pkgs[@]}"); fi
 
@@ -105,8 +103,11 @@ for p in "${pkgs[@]}"; do
 done
 if [ "$flavour" = hvm ]; then
     # qemu-system-data must match the device model's version exactly, whatever the host has installed.
-    qv=$(printf '%s' "$manifest" | awk -F= '$1 == "qemu-system-xen" { print $2 }')
-    manifest+="qemu-system-data=$qv"$'\n'
+    # It is arch: all, so it carries the source version, without a binNMU's "+bN" suffix.
+    qv=$(printf '%s' "$manifest" | awk -F= '$1 == "qemu-system-xen" { print substr($0, length($1) + 2) }')
+    sv=$(apt-cache show "qemu-system-xen=$qv" 2>/dev/null |
+        sed -n 's/^Source: [^ ]* (\(.*\))$/\1/p' | head -n1)
+    manifest+="qemu-system-data=${sv:-$qv}"$'\n'
 fi
 
 key=$( {
@@ -194,6 +195,10 @@ rm -rf "$root"/usr/share/{doc,man,info,locale,lintian,bug,bash-completion,initra
 # pygrub and the xenfsimage plugins serve PV guests booted from disk images; the bed boots kernels
 # directly.
 rm -rf "$root"/usr/lib/xen-4.17/bin/pygrub "$root"/usr/lib/python3
+# qemu-system-data also carries firmware for other architectures.
+rm -rf "$root"/usr/share/qemu/{openbios-*,slof.bin,skiboot.lid,s390-*,opensbi-*,hppa-*,palcode-*} \
+    "$root"/usr/share/qemu/{*.dtb,u-boot*,npcm7xx_bootrom.bin} \
+    "$root/usr/share/qemu/QEMU,cgthree.bin" "$root/usr/share/qemu/QEMU,tcx.bin"
 mkdir -p "$root"/{proc,sys,dev,tmp,run,etc,root,mnt,sbin,usr/sbin} \
     "$root"/var/{run/xen,run/xenstored,lib/xen,lib/xenstored,log/xen/console}
 

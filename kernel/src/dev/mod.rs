@@ -20,3 +20,4 @@ pub mod config_guard;
 pub mod mmio;
 pub mod msix;
 pub mod pci;
+pub mod time;

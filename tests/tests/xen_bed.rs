@@ -22,7 +22,8 @@ const GUEST_FAIL_MARKERS: &[&str] = &[
     "Triple fault",
 ];
 
-/// The PVH domU: no devices, so no backend or hotplug script is involved.
+/// The PVH domU: no devices, so no backend or hotplug script is involved. A `ramdisk` line is
+/// added when there is a boot module.
 const XL_PVH_CFG: &str = r#"name = "nc2dd"
 type = "pvh"
 kernel = "/nc2dd/nc2dd.elf"
@@ -70,6 +71,24 @@ fn fail(test: &str, e: BedError) -> ! {
         "{e}\nserial log: {}",
         xenbed::log_dir().join(format!("{test}.log")).display()
     )
+}
+
+/// The boot module (the packed servers) the image tool writes next to the kernel: from
+/// `NC2DD_KERNEL_MODULE` if set (then it must exist), else `nc2dd-modules.bin` beside the ELF if
+/// present. nc2dd boots without one (it then starts no servers).
+fn load_module() -> Option<Vec<u8>> {
+    match std::env::var_os("NC2DD_KERNEL_MODULE") {
+        Some(p) => Some(fs::read(&p).unwrap_or_else(|e| {
+            panic!(
+                "NC2DD_KERNEL_MODULE names {} but it cannot be read ({e})",
+                PathBuf::from(&p).display()
+            )
+        })),
+        None => {
+            let sibling = kernel_elf().with_file_name("nc2dd-modules.bin");
+            fs::read(sibling).ok()
+        }
+    }
 }
 
 /// Reads the nc2dd kernel, failing with what is missing and how to make it.
@@ -189,15 +208,15 @@ fn create_and_pass(bed: &mut XenBed, test: &str, name: &str, cfg_path: &str) {
 #[test]
 fn nc2dd_runs_as_pvh_domu_in_nested_xen() {
     const TEST: &str = "nc2dd_pvh_domu";
-    let elf = load_elf();
-    let mut bed = boot(
-        TEST,
-        Flavour::Pvh,
-        vec![
-            ("nc2dd.elf".to_string(), elf),
-            ("nc2dd-pvh.cfg".to_string(), XL_PVH_CFG.as_bytes().to_vec()),
-        ],
-    );
+    let mut files = vec![("nc2dd.elf".to_string(), load_elf())];
+    let mut xl_cfg = XL_PVH_CFG.to_string();
+    if let Some(module) = load_module() {
+        report(TEST, &format!("boot module: {} bytes", module.len()));
+        files.push(("nc2dd-modules.bin".to_string(), module));
+        xl_cfg.push_str("ramdisk = \"/nc2dd/nc2dd-modules.bin\"\n");
+    }
+    files.push(("nc2dd-pvh.cfg".to_string(), xl_cfg.into_bytes()));
+    let mut bed = boot(TEST, Flavour::Pvh, files);
     create_and_pass(&mut bed, TEST, "nc2dd", "/nc2dd/nc2dd-pvh.cfg");
 }
 

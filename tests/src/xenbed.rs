@@ -570,6 +570,17 @@ impl XenBed {
                     arrived,
                 });
             }
+            if c.eof && Instant::now() >= self.deadline {
+                // The watchdog killed QEMU: say so rather than "QEMU exited".
+                let tail = tail_of(&c.buf);
+                drop(c);
+                self.note(&format!("overall deadline passed waiting for {needle:?}"));
+                return Err(BedError::Timeout {
+                    waiting_for: format!("{needle} (the bed's overall deadline)"),
+                    after: waited_from.elapsed(),
+                    tail,
+                });
+            }
             if c.eof {
                 let tail = tail_of(&c.buf);
                 drop(c);
@@ -976,6 +987,117 @@ mod tests {
         assert_eq!(&a[data_at..data_at + 5], data);
         let trailer = find(&a, b"TRAILER!!!").unwrap();
         assert!(trailer > data_at);
+    }
+
+    fn dummy_files() -> BedFiles {
+        BedFiles {
+            dir: PathBuf::from("/bed"),
+            xen: PathBuf::from("/bed/xen"),
+            vmlinuz: PathBuf::from("/bed/vmlinuz"),
+            initramfs: PathBuf::from("/bed/initramfs.cpio.gz"),
+            assembly_time: Duration::ZERO,
+        }
+    }
+
+    fn arg_after<'a>(args: &'a [String], flag: &str, containing: &str) -> Option<&'a str> {
+        args.windows(2)
+            .find(|w| w[0] == flag && w[1].contains(containing))
+            .map(|w| w[1].as_str())
+    }
+
+    #[test]
+    fn qemu_args_carry_the_measured_machine_and_the_chosen_netdev() {
+        let mut cfg = BedConfig::new("t");
+        cfg.xen_cmdline_extra = "sched=credit".into();
+        let args = qemu_args(&dummy_files(), Path::new("/run/initrd"), &cfg).unwrap();
+        assert_eq!(arg_after(&args, "-accel", ""), Some("tcg"));
+        assert_eq!(
+            arg_after(&args, "-cpu", ""),
+            Some("EPYC,+svm,+npt,-monitor")
+        );
+        assert_eq!(
+            arg_after(&args, "-machine", ""),
+            Some("q35,kernel-irqchip=split")
+        );
+        assert!(arg_after(&args, "-device", "intel-iommu,intremap=on,caching-mode=on").is_some());
+        assert_eq!(
+            arg_after(&args, "-device", "igb"),
+            Some("igb,netdev=n0,addr=04.0")
+        );
+        assert_eq!(
+            arg_after(&args, "-netdev", ""),
+            Some("user,id=n0,restrict=on")
+        );
+        let append = arg_after(&args, "-append", "").unwrap();
+        assert!(append.contains("guest_loglvl=all") && append.ends_with(" sched=credit"));
+        assert_eq!(
+            arg_after(&args, "-initrd", ""),
+            Some("/bed/vmlinuz console=hvc0 earlyprintk=xen quiet,/run/initrd")
+        );
+
+        cfg.netdev = Netdev::Socket("listen=127.0.0.1:5555".into());
+        let args = qemu_args(&dummy_files(), Path::new("/run/initrd"), &cfg).unwrap();
+        assert_eq!(
+            arg_after(&args, "-netdev", ""),
+            Some("socket,id=n0,listen=127.0.0.1:5555")
+        );
+    }
+
+    #[test]
+    fn qemu_args_refuse_a_module_path_with_a_comma() {
+        let cfg = BedConfig::new("t");
+        let e = qemu_args(&dummy_files(), Path::new("/run/a,b"), &cfg).unwrap_err();
+        assert!(e.to_string().contains("/run/a,b"), "{e}");
+    }
+
+    #[test]
+    fn watchdog_kills_the_child_at_the_deadline() {
+        let child = Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        let child = Arc::new(Mutex::new(child));
+        let wd = Arc::new(Watchdog {
+            done: Mutex::new(false),
+            cv: Condvar::new(),
+        });
+        let log_path = std::env::temp_dir().join(format!("xenbed-wd-{}.log", std::process::id()));
+        let log = Arc::new(Mutex::new(File::create(&log_path).unwrap()));
+        let start = Instant::now();
+        spawn_watchdog(
+            Arc::clone(&child),
+            wd,
+            log,
+            start + Duration::from_millis(100),
+        );
+        loop {
+            if let Ok(Some(_)) = lock(&child).try_wait() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the watchdog did not kill the child"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        let note = fs::read_to_string(&log_path).unwrap();
+        let _ = fs::remove_file(&log_path);
+        assert!(note.contains("overall deadline passed"), "{note}");
+    }
+
+    #[test]
+    fn dom0_files_follow_the_base_initramfs_4_byte_aligned() {
+        let dir = std::env::temp_dir().join(format!("xenbed-initrd-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let base = dir.join("base");
+        fs::write(&base, b"12345").unwrap();
+        let out = dir.join("out");
+        let files = vec![("a.cfg".to_string(), b"x".to_vec())];
+        write_initrd_with_files(&base, &files, &out).unwrap();
+        let data = fs::read(&out).unwrap();
+        assert_eq!(&data[..8], b"12345\0\0\0");
+        assert_eq!(&data[8..14], b"070701");
+        assert!(find(&data, b"nc2dd/a.cfg\0").is_some());
+        let bad = vec![("../x".to_string(), Vec::new())];
+        assert!(write_initrd_with_files(&base, &bad, &out).is_err());
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -221,12 +221,16 @@ pub fn build_bed(flavour: Flavour) -> Result<BedFiles, BedError> {
         dir,
         assembly_time: start.elapsed(),
     };
+    let remedy = if std::env::var_os("NC2DD_XENBED_DIR").is_some() {
+        "NC2DD_XENBED_DIR must name a directory that tests/xenbed/build-bed.sh printed".to_string()
+    } else {
+        format!("delete {} to rebuild it", files.dir.display())
+    };
     for f in [&files.xen, &files.vmlinuz, &files.initramfs] {
         if !f.is_file() {
             return Err(BedError::BedBuild(format!(
-                "the bed lacks {} (delete {} to rebuild it)",
-                f.display(),
-                files.dir.display()
+                "the bed lacks {} ({remedy})",
+                f.display()
             )));
         }
     }
@@ -665,6 +669,7 @@ impl FatalScanner {
 pub struct Match {
     pub start: usize,
     pub end: usize,
+    /// The line holding the needle, as far as it had arrived.
     pub line: String,
     /// When the needle's last byte came off the serial line.
     pub arrived: Instant,

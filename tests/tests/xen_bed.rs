@@ -67,10 +67,14 @@ fn report(test: &str, line: &str) {
 }
 
 fn fail(test: &str, e: BedError) -> ! {
-    panic!(
-        "{e}\nserial log: {}",
-        xenbed::log_dir().join(format!("{test}.log")).display()
-    )
+    match e {
+        // Nothing booted: there is no serial log of this run to point at.
+        BedError::QemuMissing(_) | BedError::BedBuild(_) | BedError::Missing(_) => panic!("{e}"),
+        _ => panic!(
+            "{e}\nserial log: {}",
+            xenbed::log_dir().join(format!("{test}.log")).display()
+        ),
+    }
 }
 
 /// The boot module (the packed servers) the image tool writes next to the kernel: from
@@ -146,6 +150,11 @@ fn boot(test: &str, flavour: Flavour, files: Vec<(String, Vec<u8>)>) -> XenBed {
         caps.split_whitespace().any(|c| c == "hvm"),
         "Xen offers no HVM (virt_caps{caps}); the outer QEMU must emulate SVM"
     );
+    // The harness must see a failing command's status, not only that it finished.
+    let (status, _) = bed
+        .run_status("test -e /nc2dd/no-such-file", Duration::from_secs(30))
+        .unwrap_or_else(|e| fail(test, e));
+    assert_eq!(status, 1, "a failing dom0 command did not report status 1");
     bed
 }
 

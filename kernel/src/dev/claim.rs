@@ -15,14 +15,16 @@
 //! - the claim's MSI-X vectors must fit the function's table (or, without MSI-X, its MSI vectors).
 //!
 //! A refused claim binds nothing. The output is per task: its functions, the MMIO ranges to map
-//! uncached, and the interrupt capability to program.
+//! uncached, and the interrupt capability to program. [`enable_function`] and
+//! [`disable_function`] switch a bound function's decoding and bus mastering on when its task
+//! starts and off when it stops (before the task's DMA memory is reused).
 
 use alloc::vec::Vec;
 use core::fmt;
 
 use nc2dd_abi::system_table::{Claim, Table};
 
-use super::pci::{Bar, Bdf, Function, MsiInfo, MsixInfo};
+use super::pci::{Bar, Bdf, ConfigAccess, Function, MsiInfo, MsixInfo, reg};
 
 const PAGE: u64 = 4096;
 
@@ -459,6 +461,29 @@ fn bind<'a>(
     })
 }
 
+/// Command register: memory space, bus master, I/O space, INTx disable.
+const COMMAND_MEMORY: u32 = 1 << 1;
+const COMMAND_BUS_MASTER: u32 = 1 << 2;
+const COMMAND_IO: u32 = 1 << 0;
+const COMMAND_INTX_DISABLE: u32 = 1 << 10;
+
+/// Lets a bound function decode its memory BARs and master the bus. INTx is disabled (its
+/// interrupts arrive as messages) and I/O decoding stays off (tasks get no port access).
+pub fn enable_function<A: ConfigAccess + ?Sized>(config: &A, bdf: Bdf) {
+    let command = config.read32(bdf, reg::COMMAND) & 0xFFFF;
+    let new = (command | COMMAND_MEMORY | COMMAND_BUS_MASTER | COMMAND_INTX_DISABLE) & !COMMAND_IO;
+    // The status half is written as zero: its bits are write-1-to-clear.
+    config.write32(bdf, reg::COMMAND, new);
+}
+
+/// Stops a function's DMA and decoding: done when its task stops, before the task's DMA memory
+/// or mappings are reused, so the device cannot write into memory that has a new owner.
+pub fn disable_function<A: ConfigAccess + ?Sized>(config: &A, bdf: Bdf) {
+    let command = config.read32(bdf, reg::COMMAND) & 0xFFFF;
+    let new = command & !(COMMAND_MEMORY | COMMAND_BUS_MASTER | COMMAND_IO);
+    config.write32(bdf, reg::COMMAND, new);
+}
+
 /// The BAR rounded out to whole pages, as (start, end).
 fn page_span(bar: &Bar) -> Option<(u64, u64)> {
     let end = bar.address.checked_add(bar.size)?;
@@ -799,6 +824,21 @@ mod tests {
             plan.refused[0],
             ClaimError::NoMessageInterrupts { .. }
         ));
+    }
+
+    #[test]
+    fn enabling_a_function_turns_on_memory_and_bus_master_only() {
+        let pci = FakePci::machine(LEGACY_CONFIG_SIZE);
+        let b = bdf(0, 4, 0);
+        pci.set(b, reg::COMMAND, 0x8010_0001); // I/O on, a status error bit set
+        enable_function(&pci, b);
+        assert_eq!(
+            pci.get(b, reg::COMMAND),
+            0x8010_0406,
+            "status bits were cleared"
+        );
+        disable_function(&pci, b);
+        assert_eq!(pci.get(b, reg::COMMAND), 0x8010_0400);
     }
 
     /// A system table with a supervisor and one task claiming igb by ids (BAR0, 3 vectors) and a

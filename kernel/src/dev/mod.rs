@@ -12,11 +12,13 @@
 //! 4. [`config_guard`] checks every config-space access a driver task asks for.
 //! 5. [`msix`] programs MSI-X (or MSI) messages and routes IDT vectors to notification bits with
 //!    the "masked until acknowledged" rule.
-//! 6. [`time`] turns the TSC into a monotonic nanosecond clock and keeps per-task deadlines.
+//! 6. [`dma`] hands out each task's budget of contiguous, zeroed DMA memory with bus addresses.
+//! 7. [`time`] turns the TSC into a monotonic nanosecond clock and keeps per-task deadlines.
 
 pub mod acpi;
 pub mod claim;
 pub mod config_guard;
+pub mod dma;
 pub mod mmio;
 pub mod msix;
 pub mod pci;

@@ -454,6 +454,16 @@ impl Router {
         }
     }
 
+    /// Frees `vector` (when setting up its source failed).
+    pub fn release(&mut self, vector: u8) {
+        if let Some(slot) = vector
+            .checked_sub(FIRST_VECTOR)
+            .and_then(|s| self.routes.get_mut(usize::from(s)))
+        {
+            *slot = None;
+        }
+    }
+
     /// `task` stopped (fault or restart): its vectors stay routed but wait, masked, for the next
     /// instance's first acknowledgement. `mask` is called for each source to mask.
     pub fn quiesce_task(&mut self, task: usize, mut mask: impl FnMut(Source)) {
@@ -464,6 +474,72 @@ impl Router {
             }
         }
     }
+}
+
+/// Why [`install_msix`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstallError {
+    Route(RouteError),
+    Msi(MsiError),
+}
+
+impl fmt::Display for InstallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InstallError::Route(e) => e.fmt(f),
+            InstallError::Msi(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Routes MSI-X vector `i` of `bdf` to `task`'s `bits[i]` on the local APIC `dest_apic`: enables
+/// MSI-X with the function masked (MSI off), masks every entry, programs one entry per bit, then
+/// unmasks those entries and the function. Returns the IDT vector of each entry. On failure the
+/// vectors taken so far are released and MSI-X is left enabled but function-masked, so the device
+/// cannot signal.
+#[allow(clippy::too_many_arguments)]
+pub fn install_msix<A: ConfigAccess + ?Sized, M: Mmio>(
+    config: &A,
+    table: &MsixTable<M>,
+    router: &mut Router,
+    bdf: Bdf,
+    info: &MsixInfo,
+    msi: Option<&MsiInfo>,
+    task: usize,
+    bits: &[u8],
+    dest_apic: u8,
+) -> Result<alloc::vec::Vec<u8>, InstallError> {
+    set_msix_control(config, bdf, info, msi, true, true);
+    table.mask_all();
+    let mut vectors = alloc::vec::Vec::with_capacity(bits.len());
+    let mut program = |vectors: &mut alloc::vec::Vec<u8>| -> Result<(), InstallError> {
+        for (entry, &bit) in bits.iter().enumerate() {
+            let entry = u16::try_from(entry).map_err(|_| {
+                InstallError::Msi(MsiError::NoSuchEntry {
+                    entry: u16::MAX,
+                    table_size: info.table_size,
+                })
+            })?;
+            let vector = router
+                .allocate(task, bit, Source::MsiX { bdf, entry })
+                .map_err(InstallError::Route)?;
+            vectors.push(vector);
+            let msg = message(dest_apic, vector).map_err(InstallError::Msi)?;
+            table.program(entry, msg).map_err(InstallError::Msi)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = program(&mut vectors) {
+        for &v in &vectors {
+            router.release(v);
+        }
+        return Err(e);
+    }
+    for entry in 0..vectors.len() as u16 {
+        table.set_masked(entry, false).map_err(InstallError::Msi)?;
+    }
+    set_msix_control(config, bdf, info, msi, true, false);
+    Ok(vectors)
 }
 
 #[cfg(test)]
@@ -592,6 +668,65 @@ mod tests {
             set_msi_masked(&pci, c, &msi, 0, true),
             Err(MsiError::NoMasking)
         );
+    }
+
+    #[test]
+    fn install_programs_routes_and_unmasks_igb_vectors() {
+        let pci = FakePci::machine(LEGACY_CONFIG_SIZE);
+        let b = bdf(0, 4, 0);
+        let f = read_function(&pci, b).unwrap();
+        let (info, msi) = (f.msix.unwrap(), f.msi.unwrap());
+        let mmio = FakeMmio::new(0x4000);
+        let table = MsixTable::new(&mmio, info.table_offset as usize, info.table_size);
+        let mut router = Router::default();
+        router.allocate(9, 1, src(99)).unwrap(); // someone else holds vector 64
+        let vectors = install_msix(
+            &pci,
+            &table,
+            &mut router,
+            b,
+            &info,
+            Some(&msi),
+            1,
+            &[5, 6, 7],
+            2,
+        )
+        .unwrap();
+        assert_eq!(vectors, vec![65, 66, 67]);
+        for (entry, &v) in vectors.iter().enumerate() {
+            let entry = entry as u16;
+            assert_eq!(table.read(entry).unwrap(), message(2, v).unwrap());
+            assert_eq!(table.is_masked(entry), Ok(false));
+            assert_eq!(
+                router.route(v).unwrap().source,
+                Source::MsiX { bdf: b, entry }
+            );
+        }
+        // Unused entries stay masked; MSI-X is on and the function unmasked.
+        assert!((3..10).all(|e| table.is_masked(e) == Ok(true)));
+        assert_eq!(pci.get(b, 0x70) >> 30, 0b10);
+        // The interrupt of entry 1 posts bit 6 and asks for entry 1 to be masked.
+        assert_eq!(
+            router.interrupt(66),
+            Delivery::Post {
+                task: 1,
+                bit: 6,
+                mask: Source::MsiX { bdf: b, entry: 1 }
+            }
+        );
+
+        // More bits than table entries: nothing stays routed, the function stays masked.
+        let mut router = Router::default();
+        let bits: Vec<u8> = (0..11).collect();
+        assert_eq!(
+            install_msix(&pci, &table, &mut router, b, &info, None, 1, &bits, 0),
+            Err(InstallError::Msi(MsiError::NoSuchEntry {
+                entry: 10,
+                table_size: 10
+            }))
+        );
+        assert_eq!(router.vector_of(Source::MsiX { bdf: b, entry: 0 }), None);
+        assert_eq!(pci.get(b, 0x70) >> 30, 0b11);
     }
 
     fn src(entry: u16) -> Source {

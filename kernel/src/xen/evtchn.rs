@@ -663,4 +663,81 @@ mod tests {
             [(EVTCHNOP_ALLOC_UNBOUND, 5000), (EVTCHNOP_CLOSE, 5000)]
         );
     }
+
+    fn cases(short: u32, long: u32) -> u32 {
+        if std::env::var("NC2DD_LONG_TESTS").is_ok_and(|v| v == "1") {
+            long
+        } else {
+            short
+        }
+    }
+
+    /// Random raise/mask/unmask/upcall sequences against a plain model of 2-level semantics:
+    /// every pending unmasked port is delivered exactly once per raise-coalescing window, masked
+    /// ones wait, strays get masked.
+    #[test]
+    fn random_sequences_match_the_model() {
+        use std::collections::BTreeSet;
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..cases(200, 20_000) {
+            let page = zeroed_page();
+            let si = SharedInfo2L::new(SharedPage::new(&page));
+            let mut ch = EventChannels::new();
+            // Ports are drawn from a small range so they collide often.
+            let range = 1 + rnd(300) as u32;
+            for p in 0..range {
+                if rnd(4) != 0 {
+                    ch.bind(p, Task(rnd(5) as u32), (p % 64) as u8).unwrap();
+                }
+            }
+            let (mut pending, mut masked) = (BTreeSet::new(), BTreeSet::new());
+            for _ in 0..50 {
+                let p = rnd(u64::from(range)) as u32;
+                match rnd(4) {
+                    0 => {
+                        si.raise(p, 0);
+                        pending.insert(p);
+                    }
+                    1 => {
+                        si.mask(p);
+                        masked.insert(p);
+                    }
+                    2 => {
+                        if let Some(b) = ch.binding(p) {
+                            let scan = ch.unmask(&si, 0, b.task, p).unwrap();
+                            masked.remove(&p);
+                            assert_eq!(scan, pending.contains(&p));
+                        }
+                    }
+                    _ => {
+                        let mut want: BTreeMap<Task, u64> = BTreeMap::new();
+                        let due: Vec<u32> = pending.difference(&masked).copied().collect();
+                        for &q in &due {
+                            match ch.binding(q) {
+                                Some(b) => *want.entry(b.task).or_default() |= 1 << b.bit,
+                                None => {
+                                    masked.insert(q);
+                                }
+                            }
+                            pending.remove(&q);
+                        }
+                        let mut got = BTreeMap::new();
+                        ch.upcall(&si, 0, |t, bits| *got.entry(t).or_default() |= bits)
+                            .unwrap();
+                        assert_eq!(got, want);
+                    }
+                }
+                for q in 0..range {
+                    assert_eq!(si.is_pending(q), pending.contains(&q), "port {q}");
+                    assert_eq!(si.is_masked(q), masked.contains(&q), "port {q}");
+                }
+            }
+        }
+    }
 }

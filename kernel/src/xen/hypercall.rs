@@ -581,8 +581,8 @@ mod tests {
                     }
                     m.nr_entries = self.map_claims;
                 }
-                (nr::XEN_VERSION, XENVER_VERSION_) => return 0x0004_0011,
-                (nr::XEN_VERSION, XENVER_GET_FEATURES_) => {
+                (nr::XEN_VERSION, abi::version::XENVER_VERSION) => return 0x0004_0011,
+                (nr::XEN_VERSION, abi::version::XENVER_GET_FEATURES) => {
                     // SAFETY: the wrapper passes a live XenFeatureInfo.
                     let f = unsafe { &mut *(a[1] as *mut abi::version::XenFeatureInfo) };
                     f.submap = if f.submap_idx == 0 { 1 << 8 } else { 0 };
@@ -599,8 +599,6 @@ mod tests {
             0
         }
     }
-    const XENVER_VERSION_: u32 = abi::version::XENVER_VERSION;
-    const XENVER_GET_FEATURES_: u32 = abi::version::XENVER_GET_FEATURES;
 
     #[test]
     fn errno_decoding_and_names() {

@@ -718,3 +718,202 @@ fn works_against_a_concurrent_server() {
         stop.store(true, Ordering::Relaxed);
     });
 }
+
+/// Cases for the randomized tests: a few hundred by default, many more with NC2DD_LONG_TESTS=1.
+fn cases(short: u32, long: u32) -> u32 {
+    if std::env::var("NC2DD_LONG_TESTS").is_ok_and(|v| v == "1") {
+        long
+    } else {
+        short
+    }
+}
+
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A peer that ignores requests and answers with scripted bytes, sometimes corrupting indices.
+struct Scripted {
+    _mem: Box<[AtomicU32; 1024]>,
+    page: MappedPage,
+    script: VecDeque<u8>,
+    corrupt_at: Option<usize>,
+    rng: XorShift,
+}
+
+impl Scripted {
+    fn pump(&mut self) -> bool {
+        let p = &self.page;
+        let prod = p.load_u32(ring::REQ_PROD);
+        p.store_u32(ring::REQ_CONS, prod);
+        if self.corrupt_at.is_some_and(|k| self.script.len() <= k) {
+            self.corrupt_at = None;
+            let v = self.rng.next() as u32;
+            p.store_u32(ring::RSP_PROD, v);
+            return true;
+        }
+        let rprod = p.load_u32(ring::RSP_PROD);
+        let used = rprod.wrapping_sub(p.load_u32(ring::RSP_CONS));
+        if used > ring::RING_SIZE {
+            return false;
+        }
+        let k = ((ring::RING_SIZE - used) as usize).min(self.script.len());
+        for i in 0..k {
+            let b = self.script.pop_front().unwrap();
+            p.write(
+                ring::RSP_OFFSET + (rprod.wrapping_add(i as u32) % 1024) as usize,
+                &[b],
+            );
+        }
+        p.store_u32(ring::RSP_PROD, rprod.wrapping_add(k as u32));
+        k > 0
+    }
+}
+
+impl Transport for Scripted {
+    type Page = MappedPage;
+    fn page(&self) -> &MappedPage {
+        &self.page
+    }
+    fn notify(&mut self) {
+        self.pump();
+    }
+    fn wait(&mut self) -> Result<(), Error> {
+        if self.pump() {
+            Ok(())
+        } else {
+            Err(Error::Transport("script exhausted"))
+        }
+    }
+}
+
+fn random_message(rng: &mut XorShift, out: &mut Vec<u8>) {
+    let payload = |rng: &mut XorShift, max: u64| -> Vec<u8> {
+        let n = rng.below(max + 1) as usize;
+        // Mostly printable with NULs, sometimes anything.
+        (0..n)
+            .map(|_| match rng.below(8) {
+                0 => 0,
+                1 => rng.next() as u8,
+                _ => b'a' + rng.below(26) as u8,
+            })
+            .collect()
+    };
+    match rng.below(5) {
+        0 => {
+            let p = payload(rng, 64);
+            out.extend(
+                Header {
+                    ty: MsgType::Read as u32,
+                    req_id: 1,
+                    tx_id: 0,
+                    len: p.len() as u32,
+                }
+                .encode(),
+            );
+            out.extend(p);
+        }
+        1 => {
+            let p = payload(rng, 64);
+            out.extend(
+                Header {
+                    ty: MsgType::WatchEvent as u32,
+                    req_id: 0,
+                    tx_id: 0,
+                    len: p.len() as u32,
+                }
+                .encode(),
+            );
+            out.extend(p);
+        }
+        2 => {
+            let p = payload(rng, 16);
+            let ty = rng.below(20) as u32;
+            let req_id = rng.below(3) as u32;
+            out.extend(
+                Header {
+                    ty,
+                    req_id,
+                    tx_id: 0,
+                    len: p.len() as u32,
+                }
+                .encode(),
+            );
+            out.extend(p);
+        }
+        3 => {
+            let len = rng.next() as u32 >> rng.below(32);
+            out.extend(
+                Header {
+                    ty: rng.below(20) as u32,
+                    req_id: 1,
+                    tx_id: 0,
+                    len,
+                }
+                .encode(),
+            );
+            out.extend(payload(rng, 300));
+        }
+        _ => out.extend(payload(rng, 40)),
+    }
+}
+
+/// Random reply streams: the client returns a value or an error, never panics or reads wild.
+#[test]
+fn random_hostile_reply_streams_never_panic() {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut outcomes = BTreeMap::new();
+    for _ in 0..cases(400, 1_000_000) {
+        let mut bytes = Vec::new();
+        for _ in 0..1 + rng.below(6) {
+            random_message(&mut rng, &mut bytes);
+        }
+        let mem = ring::test_page();
+        // SAFETY: the box lives in the transport next to the page; accessed only via MappedPage.
+        let page = unsafe { MappedPage::new(mem.as_ptr() as *mut u8) };
+        let corrupt_at = (rng.below(4) == 0).then(|| rng.below(bytes.len() as u64 + 1) as usize);
+        let mut c = Client::new(Scripted {
+            _mem: mem,
+            page,
+            script: bytes.into(),
+            corrupt_at,
+            rng: XorShift(rng.next() | 1),
+        });
+        let r = c.read(NO_TX, "x");
+        let key = match r {
+            Ok(_) => "ok",
+            Err(Error::Xs(_)) => "xs error",
+            Err(Error::Protocol(_)) => "protocol",
+            Err(Error::ReplyTooLarge(_)) => "too large",
+            Err(Error::RingIndex { .. }) => "ring index",
+            Err(Error::Transport(_)) => "exhausted",
+            Err(e) => panic!("unexpected {e:?}"),
+        };
+        *outcomes.entry(key).or_insert(0u32) += 1;
+        for _ in 0..4 {
+            if let Ok(Some(e)) = c.poll_watch_event() {
+                assert!(!e.path.is_empty());
+            }
+        }
+    }
+    // The generator reaches every kind of outcome, so the test exercises each path.
+    for k in [
+        "ok",
+        "xs error",
+        "protocol",
+        "too large",
+        "ring index",
+        "exhausted",
+    ] {
+        assert!(outcomes.contains_key(k), "{k} never happened: {outcomes:?}");
+    }
+}

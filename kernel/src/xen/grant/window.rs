@@ -805,4 +805,54 @@ mod tests {
         assert_eq!(out, [Ok(GnttabStatus::Okay)]);
         assert_eq!(*xen.calls.borrow(), 1);
     }
+
+    /// Random map/unmap batches: the window and the hypervisor's handle table never disagree,
+    /// and no slot is lost or shared.
+    #[test]
+    fn random_batches_keep_window_and_hypervisor_in_step() {
+        let long = std::env::var("NC2DD_LONG_TESTS").is_ok_and(|v| v == "1");
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..if long { 5_000 } else { 100 } {
+            let xen = FakeXen::with_grants(16);
+            let mut w = window(1 + rnd(32) as u32);
+            let slots = w.layout().slots as usize;
+            for _ in 0..30 {
+                if rnd(2) == 0 {
+                    let n = rnd(8) as usize;
+                    let reqs: Vec<_> = (0..n).map(|_| req(rnd(20) as u32, rnd(2) == 0)).collect();
+                    let mut out = alloc::vec![MapOutcome::Failed(Ok(GnttabStatus::Okay)); n];
+                    match w.map(&xen, &reqs, &mut out) {
+                        Ok(()) => {
+                            for (r, o) in reqs.iter().zip(&out) {
+                                if let MapOutcome::Mapped { va, .. } = o {
+                                    assert_eq!(w.mapping(*va).unwrap().gref, r.gref);
+                                }
+                            }
+                        }
+                        Err(WindowError::NoSpace { wanted, free }) => assert!(wanted > free),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                } else {
+                    let mapped: Vec<u64> = w.mapped_vas().collect();
+                    let vas: Vec<u64> = mapped.into_iter().filter(|_| rnd(2) == 0).collect();
+                    let mut out = alloc::vec![Ok(GnttabStatus::GeneralError); vas.len()];
+                    w.unmap(&xen, &vas, &mut out).unwrap();
+                    assert!(out.iter().all(|s| *s == Ok(GnttabStatus::Okay)));
+                }
+                let mapped = w.mapped_vas().count();
+                assert_eq!(mapped, xen.handles.borrow().len());
+                assert_eq!(mapped + w.free_slots(), slots);
+                let mut gpas: Vec<u64> = xen.handles.borrow().values().copied().collect();
+                gpas.sort();
+                gpas.dedup();
+                assert_eq!(gpas.len(), mapped, "two mappings share a slot");
+            }
+        }
+    }
 }

@@ -18,7 +18,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "clippy (x86_64-unknown-none: kernel, runtime, servers)"
 CARGO_ENCODED_RUSTFLAGS="-Crelocation-model=static" \
     cargo clippy --target x86_64-unknown-none --target-dir target/clippy-none \
-    -p kernel -p userland -p netback -p nic-ixgbe -- -D warnings
+    -p kernel -p userland -p netback -p nic-ixgbe -p test-tasks -- -D warnings
 
 step "tests (host, QEMU, nested Xen)"
 cargo test --workspace

@@ -7,6 +7,7 @@
 extern crate alloc;
 
 pub mod bootmodule;
+pub mod layout;
 pub mod syscall;
 pub mod system_table;
 

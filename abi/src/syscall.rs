@@ -1,16 +1,125 @@
-//! The kernel's system-call ABI as seen from both sides: numbers and register conventions.
+//! The kernel's system-call ABI as seen from both sides: numbers, register conventions, and the
+//! records the kernel writes into task memory.
 //!
-//! Arguments travel only in registers: number in `rax`, arguments in `rdi`, `rsi`, `rdx`, `r10`,
-//! `r8`, `r9` (as the Linux x86-64 convention, because `syscall` clobbers `rcx` and `r11`);
-//! result in `rax`. A malformed call (bad number, a pointer outside the caller's memory) faults
-//! the caller; it never returns an error the caller could ignore.
+//! A task enters the kernel with `int 0x80`. Arguments travel only in registers: number in `rax`,
+//! arguments in `rdi`, `rsi`, `rdx`, `r10`; the result comes back in `rax`; `rcx` and `r11` may
+//! be clobbered (kept free so a `syscall` entry can return later without an ABI change). A
+//! malformed call (unknown number, a pointer outside the caller's memory, a channel or task index
+//! the caller has no right to) faults the caller: the kernel stops it and tells the supervisor.
+//! It never returns an error code that the caller could ignore.
 
-/// Bumped whenever a number or convention changes; the image tool refuses mismatched servers.
+/// Bumped whenever a number, a convention or a record layout changes.
 pub const ABI_VERSION: u32 = 1;
 
-/// Writes `len` bytes at `ptr` (UTF-8) to the kernel console, prefixed with the task name.
+/// `debug_log(ptr, len)`: writes `len` bytes of UTF-8 at `ptr` to the console as one line.
 pub const SYS_DEBUG_LOG: u64 = 1;
-/// Ends the calling task with a status (0 = finished normally).
+/// `exit(status)`: ends the calling task; the supervisor is told.
 pub const SYS_EXIT: u64 = 2;
-/// Ends the calling task after a panic; the supervisor treats it as a fault.
+/// `panic(ptr, len)`: ends the calling task as faulted, with a message.
 pub const SYS_PANIC: u64 = 3;
+/// `wait(mask) -> bits`: blocks until a notification bit in `mask` is pending, then returns and
+/// clears the pending bits in `mask`. `mask == 0` is malformed.
+pub const SYS_WAIT: u64 = 4;
+/// `poll(mask) -> bits`: as `wait` but returns 0 at once when nothing is pending.
+pub const SYS_POLL: u64 = 5;
+/// `notify(channel)`: posts the other end's kick bit of the caller's channel `channel`.
+pub const SYS_NOTIFY: u64 = 6;
+/// `yield()`: lets other tasks of the same priority run.
+pub const SYS_YIELD: u64 = 7;
+/// Supervisor only. `task_report(index, out) -> 0 | 1`: when task `index` has stopped (fault or
+/// exit) writes a [`TaskReport`] to `out` and returns 1; returns 0 for a running task.
+pub const SYS_TASK_REPORT: u64 = 8;
+/// Supervisor only. `task_restart(index)`: reloads a stopped task from its image and starts it
+/// with the next generation.
+pub const SYS_TASK_RESTART: u64 = 9;
+/// `shutdown(success) -> 0`: ends the whole system (under QEMU: the debug-exit device). Only when
+/// the kernel command line has `nc2dd.shutdown=allow` (tests, the demo run); otherwise it is a
+/// policy refusal, not a malformed call, and returns 0.
+pub const SYS_SHUTDOWN: u64 = 10;
+/// `set_timer(ms)`: posts the caller's timer bit once `ms` milliseconds have passed (0 cancels).
+/// A task without a timer bit in the system description faults.
+pub const SYS_SET_TIMER: u64 = 11;
+/// `uptime() -> ms`: milliseconds since the kernel started its clock.
+pub const SYS_UPTIME: u64 = 12;
+
+/// Why a task stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum StopKind {
+    /// Still running (never written in a report).
+    Running = 0,
+    /// A CPU exception in user mode.
+    Exception = 1,
+    /// A malformed system call.
+    BadSyscall = 2,
+    /// `SYS_PANIC`.
+    Panic = 3,
+    /// `SYS_EXIT`.
+    Exit = 4,
+}
+
+impl StopKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Running,
+            1 => Self::Exception,
+            2 => Self::BadSyscall,
+            3 => Self::Panic,
+            4 => Self::Exit,
+            _ => return None,
+        })
+    }
+}
+
+/// Longest panic or bad-syscall message kept in a report.
+pub const REPORT_MESSAGE_LEN: usize = 120;
+
+/// What the kernel tells the supervisor about a stopped task (written by `SYS_TASK_REPORT`).
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct TaskReport {
+    pub index: u32,
+    pub generation: u32,
+    /// A `StopKind` value.
+    pub kind: u32,
+    /// CPU vector for exceptions, syscall number for bad syscalls, exit status for exits.
+    pub code: u32,
+    pub error_code: u64,
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    /// Faulting address of a page fault.
+    pub cr2: u64,
+    /// rax, rbx, rcx, rdx, rsi, rdi, rbp, r8 .. r15.
+    pub regs: [u64; 15],
+    pub message_len: u32,
+    pub message: [u8; REPORT_MESSAGE_LEN],
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<TaskReport>() == 304);
+
+impl TaskReport {
+    pub const fn empty() -> Self {
+        Self {
+            index: 0,
+            generation: 0,
+            kind: 0,
+            code: 0,
+            error_code: 0,
+            rip: 0,
+            rsp: 0,
+            rflags: 0,
+            cr2: 0,
+            regs: [0; 15],
+            message_len: 0,
+            message: [0; REPORT_MESSAGE_LEN],
+            _pad: 0,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        let n = (self.message_len as usize).min(REPORT_MESSAGE_LEN);
+        core::str::from_utf8(&self.message[..n]).unwrap_or("<not UTF-8>")
+    }
+}

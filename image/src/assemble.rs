@@ -14,8 +14,20 @@ use nc2dd_abi::bootmodule::{Builder, EntryKind};
 use crate::elfnote;
 
 pub const TARGET: &str = "x86_64-unknown-none";
-/// The server crates packed into the boot module, in start order.
-pub const SERVERS: &[&str] = &["nic-ixgbe", "netback"];
+
+/// Every server binary a system description may name: (server name, cargo package). The binary
+/// has the server's name.
+pub const SERVERS: &[(&str, &str)] = &[
+    ("supervisor", "userland"),
+    ("nic-ixgbe", "nic-ixgbe"),
+    ("netback", "netback"),
+    ("test-task", "test-tasks"),
+];
+
+/// The names a description may use for `server`.
+pub fn known_servers() -> Vec<&'static str> {
+    SERVERS.iter().map(|(s, _)| *s).collect()
+}
 pub const KERNEL_ELF: &str = "nc2dd.elf";
 pub const MODULE: &str = "nc2dd-modules.bin";
 
@@ -36,6 +48,8 @@ pub struct Options {
     pub out_dir: PathBuf,
     /// Extra cargo features for the kernel crate.
     pub kernel_features: Vec<String>,
+    /// The system description to pack.
+    pub system: PathBuf,
 }
 
 impl Default for Options {
@@ -45,6 +59,7 @@ impl Default for Options {
             target_dir: target.join("cross"),
             out_dir: target.join("nc2dd"),
             kernel_features: Vec::new(),
+            system: workspace_root().join("image").join("system.toml"),
         }
     }
 }
@@ -64,6 +79,7 @@ pub enum BuildError {
     Cargo(String),
     Note(PathBuf, elfnote::NoteError),
     Module(String),
+    System(crate::system::SystemError),
 }
 
 impl fmt::Display for BuildError {
@@ -73,6 +89,7 @@ impl fmt::Display for BuildError {
             BuildError::Cargo(m) => write!(f, "cross build failed: {m}"),
             BuildError::Note(p, e) => write!(f, "kernel {} rejected: {e}", p.display()),
             BuildError::Module(m) => write!(f, "boot module: {m}"),
+            BuildError::System(e) => write!(f, "system description: {e}"),
         }
     }
 }
@@ -155,6 +172,8 @@ fn output(opts: &Options, flavour: Flavour, bin: &str) -> PathBuf {
 
 /// Builds the kernel and the servers, checks the kernel's PVH note, packs the boot module.
 pub fn build(opts: &Options) -> Result<Artefacts, BuildError> {
+    // The description is checked before anything is built, so a bad one fails fast.
+    let system = crate::system::load(&opts.system, &known_servers()).map_err(BuildError::System)?;
     io(&opts.out_dir, fs::create_dir_all(&opts.out_dir))?;
     cargo_build(opts, Flavour::Kernel, &["kernel"], &opts.kernel_features)?;
     let kernel_built = output(opts, Flavour::Kernel, "nc2dd");
@@ -162,10 +181,19 @@ pub fn build(opts: &Options) -> Result<Artefacts, BuildError> {
     let pvh_entry = elfnote::check_pvh_note(&kernel_bytes)
         .map_err(|e| BuildError::Note(kernel_built.clone(), e))?;
 
+    let names = system.servers();
+    let mut packages: Vec<&str> = SERVERS
+        .iter()
+        .filter(|(s, _)| names.contains(s))
+        .map(|(_, p)| *p)
+        .collect();
+    packages.sort_unstable();
+    packages.dedup();
     let mut module = Builder::new();
+    module.add("system", EntryKind::SystemTable, system.to_table());
     let mut servers = Vec::new();
-    cargo_build(opts, Flavour::Server, SERVERS, &[])?;
-    for name in SERVERS {
+    cargo_build(opts, Flavour::Server, &packages, &[])?;
+    for name in names {
         let path = output(opts, Flavour::Server, name);
         let bytes = io(&path, fs::read(&path))?;
         servers.push((name.to_string(), bytes.len() as u64));

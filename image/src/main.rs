@@ -1,8 +1,8 @@
 //! `image`: builds nc2dd and runs it.
 //!
 //! ```text
-//! cargo run -p image -- build              build kernel + servers, check, pack into target/nc2dd/
-//! cargo run -p image -- run [-- ARGS...]   build, then boot in QEMU with serial on this terminal
+//! cargo run -p image -- build [--system FILE]             build, check, pack into target/nc2dd/
+//! cargo run -p image -- run [--system FILE] [-- ARGS...]  build, then boot in QEMU (serial here)
 //! cargo run -p image -- check-note ELF     check a kernel's Xen PVH note
 //! ```
 
@@ -13,16 +13,24 @@ use image::qemu::QemuConfig;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: image build | image run [-- QEMU-ARGS...] | image check-note KERNEL-ELF\n\
-         build writes target/nc2dd/{{{},{}}}",
+        "usage: image build [--system FILE] | image run [--system FILE] [-- QEMU-ARGS...] | \
+         image check-note KERNEL-ELF\n\
+         build writes target/nc2dd/{{{},{}}}; the default system is image/system.toml",
         assemble::KERNEL_ELF,
         assemble::MODULE
     );
     ExitCode::from(2)
 }
 
-fn build() -> Result<assemble::Artefacts, ExitCode> {
-    match assemble::build(&Options::default()) {
+fn build(args: &[String]) -> Result<assemble::Artefacts, ExitCode> {
+    let mut opts = Options::default();
+    if let Some(i) = args.iter().position(|a| a == "--system") {
+        let Some(path) = args.get(i + 1) else {
+            return Err(usage());
+        };
+        opts.system = path.into();
+    }
+    match assemble::build(&opts) {
         Ok(a) => {
             eprintln!(
                 "image: kernel  {} (PVH entry {:#x})",
@@ -45,9 +53,10 @@ fn build() -> Result<assemble::Artefacts, ExitCode> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("build") => build().map_or_else(|c| c, |_| ExitCode::SUCCESS),
+        Some("build") => build(&args).map_or_else(|c| c, |_| ExitCode::SUCCESS),
         Some("run") => {
-            let a = match build() {
+            let ours = args.split(|a| a == "--").next().unwrap_or(&[]);
+            let a = match build(ours) {
                 Ok(a) => a,
                 Err(c) => return c,
             };

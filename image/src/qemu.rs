@@ -1,9 +1,14 @@
 //! The QEMU command line for booting nc2dd, shared by `image run` and the test harness.
 //!
-//! Owns: accelerator choice (KVM when /dev/kvm can be opened, with `-cpu host,-arch-capabilities`
-//! because plain `-cpu host` aborts on this platform; TCG otherwise; `NC2DD_ACCEL=tcg|kvm`
-//! overrides) and the fixed devices every run has: q35, serial on stdio, no display, no reboot,
-//! and `isa-debug-exit` so the kernel can end the run with a status.
+//! Owns: accelerator choice and the fixed devices every run has: q35, serial on stdio, no
+//! display, no reboot, and `isa-debug-exit` so the kernel can end the run with a status.
+//!
+//! KVM is used when /dev/kvm opens and is a hardware-virtualisation KVM, with
+//! `-cpu host,-arch-capabilities` (plain `-cpu host` aborts on the project's machines). Some
+//! machines offer KVM through the `kvm_pvm` module instead (paging-based virtualisation without
+//! VMX/SVM): there nc2dd's kernel boots, but the first ring-3 to ring-0 transition of a task
+//! (`int 0x80` or `syscall`) comes back as #UD or at the wrong privilege level, so those machines
+//! get TCG. `NC2DD_ACCEL=tcg|kvm` overrides the choice.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -32,12 +37,17 @@ pub fn detect_accel() -> Accel {
         Ok("kvm") => return Accel::Kvm,
         _ => {}
     }
-    let usable = std::fs::OpenOptions::new()
+    let opens = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
         .is_ok();
-    if usable { Accel::Kvm } else { Accel::Tcg }
+    let pvm = std::path::Path::new("/sys/module/kvm_pvm").exists();
+    if opens && !pvm {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    }
 }
 
 #[derive(Debug, Clone)]

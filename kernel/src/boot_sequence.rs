@@ -7,7 +7,9 @@
 //! 5. kernel heap;
 //! 6. the kernel's own W^X page tables;
 //! 7. the boot module;
-//! 8. self-tests asked for on the command line; then the pass marker.
+//! 8. self-tests asked for on the command line;
+//! 9. the tasks of the system table (if the module has one) and the APIC tick, then the first
+//!    task; without a system table, the pass marker.
 
 extern crate alloc;
 
@@ -16,12 +18,16 @@ use core::panic::PanicInfo;
 use log::{error, info};
 use nc2dd_abi::bootmodule::{BootModule, EntryKind};
 use nc2dd_abi::markers;
+use nc2dd_abi::system_table::Table;
 use x86_64::registers::control::{Cr3, Cr3Flags};
-use x86_64::structures::paging::{OffsetPageTable, PageTable, PhysFrame, Size4KiB};
+use x86_64::structures::paging::{OffsetPageTable, PageTable, PageTableFlags, PhysFrame, Size4KiB};
 use x86_64::{PhysAddr, VirtAddr};
 
-use crate::arch::x86_64::{console, cpu, entry, gdt, idt, phys};
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::arch::x86_64::{console, cpu, entry, gdt, idt, lapic, phys, syscall};
+use crate::tasks::{FRAMES, KERNEL, Kernel};
 use kernel::boot::cmdline;
+use kernel::boot::start_info::MemoryType;
 use kernel::boot::start_info::StartInfo;
 use kernel::mem::frame::{FRAME_SIZE, FrameAllocator, bitmap_words};
 use kernel::mem::paging;
@@ -48,7 +54,9 @@ unsafe impl x86_64::structures::paging::FrameAllocator<Size4KiB> for Frames<'_, 
     }
 }
 
-fn fail(what: core::fmt::Arguments<'_>) -> ! {
+static START_INFO: spin::Once<StartInfo> = spin::Once::new();
+
+pub fn fail(what: core::fmt::Arguments<'_>) -> ! {
     error!("{what}");
     console::print(format_args!("{}: {what}\n", markers::FAIL));
     cpu::exit(false)
@@ -63,11 +71,13 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         env!("CARGO_PKG_VERSION"),
         if xen { "Xen PVH entry" } else { "PVH entry" }
     );
-    gdt::init();
+    gdt::init(syscall::trap_stack_top_addr());
     idt::init();
 
-    let si = StartInfo::parse(&phys::IdentityMap, start_info_paddr)
-        .unwrap_or_else(|e| fail(format_args!("{e}")));
+    let si = START_INFO.call_once(|| {
+        StartInfo::parse(&phys::IdentityMap, start_info_paddr)
+            .unwrap_or_else(|e| fail(format_args!("{e}")))
+    });
     info!(
         "start info: version {} flags {:#x} modules {} memmap entries {} rsdp {:#x}",
         si.version,
@@ -89,11 +99,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
             .expect("static is non-null")
     };
     let mut frames = FrameAllocator::new(bits);
-    for r in si
-        .memory_map()
-        .iter()
-        .filter(|r| r.kind == kernel::boot::start_info::MemoryType::Ram)
-    {
+    for r in si.memory_map().iter().filter(|r| r.kind == MemoryType::Ram) {
         frames.add_free_range(r.start, r.end());
     }
     let image = entry::kernel_image();
@@ -154,6 +160,19 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         unsafe { paging::map_region(&mut mapper, r, &mut Frames(&mut frames)) }
             .unwrap_or_else(|e| fail(format_args!("mapping {r:?}: {e:?}")));
     }
+    // The local APIC's registers: uncached, kernel only.
+    let apic = paging::Region {
+        start: lapic::LAPIC_BASE,
+        end: lapic::LAPIC_BASE + 4096,
+        flags: PageTableFlags::PRESENT
+            | PageTableFlags::WRITABLE
+            | PageTableFlags::NO_EXECUTE
+            | PageTableFlags::NO_CACHE
+            | PageTableFlags::WRITE_THROUGH,
+    };
+    // SAFETY: the APIC page is MMIO, not RAM, so the mapping aliases nothing.
+    unsafe { paging::map_region(&mut mapper, &apic, &mut Frames(&mut frames)) }
+        .unwrap_or_else(|e| fail(format_args!("mapping the local APIC: {e:?}")));
     let covered = |a: u64, len: u64| plan.iter().any(|r| r.start <= a && a + len <= r.end);
     if !covered(si.paddr, 64) || si.modules().iter().any(|m| !covered(m.paddr, m.size)) {
         fail(format_args!(
@@ -173,38 +192,77 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         plan.len()
     );
 
-    match si.modules().first() {
-        None => info!("boot module: none (no servers to start)"),
+    let module = match si.modules().first() {
+        None => {
+            info!("boot module: none (no servers to start)");
+            None
+        }
         Some(m) => {
             // SAFETY: the module was reserved above and is mapped read-write as RAM; nothing
             // writes it.
             let bytes = unsafe { phys::slice(m.paddr, m.size as usize) };
-            match BootModule::parse(bytes) {
-                Ok(bm) => {
-                    let servers: Vec<_> = bm
-                        .entries()
-                        .filter(|e| e.kind == EntryKind::Server)
-                        .collect();
-                    info!("boot module: {} bytes, {} servers", m.size, servers.len());
-                    for e in &servers {
-                        info!("  server {} ({} bytes)", e.name, e.data.len());
-                    }
-                    if let Some(t) = bm.entries().find(|e| e.kind == EntryKind::SystemTable) {
-                        info!("  system table ({} bytes)", t.data.len());
-                    }
-                }
-                Err(e) => fail(format_args!("boot module: {e}")),
+            let bm =
+                BootModule::parse(bytes).unwrap_or_else(|e| fail(format_args!("boot module: {e}")));
+            let servers: Vec<_> = bm
+                .entries()
+                .filter(|e| e.kind == EntryKind::Server)
+                .collect();
+            info!("boot module: {} bytes, {} servers", m.size, servers.len());
+            for e in &servers {
+                info!("  server {} ({} bytes)", e.name, e.data.len());
             }
+            Some(bm)
         }
-    }
+    };
 
     check_memory(&mut frames);
     if let Some(test) = cmdline::option(si.cmdline(), "selftest") {
         selftest(test);
     }
-    info!("boot complete");
-    console::print(format_args!("{}: nc2dd kernel booted\n", markers::PASS));
-    cpu::exit(true)
+    let table_entry = module.and_then(|bm| bm.entries().find(|e| e.kind == EntryKind::SystemTable));
+    let (Some(bm), Some(table_entry)) = (module, table_entry) else {
+        info!("boot complete; no system table, so no tasks to run");
+        console::print(format_args!("{}: nc2dd kernel booted\n", markers::PASS));
+        cpu::exit(true)
+    };
+    let table =
+        Table::decode(table_entry.data).unwrap_or_else(|e| fail(format_args!("system table: {e}")));
+    info!(
+        "system {:?}: {} tasks, {} channels",
+        table.name(),
+        table.task_count(),
+        table.channel_count()
+    );
+    *FRAMES.lock() = Some(frames);
+    let servers = |name: &str| bm.find(EntryKind::Server, name).map(|e| e.data);
+    let k =
+        Kernel::new(table, &servers, si.cmdline()).unwrap_or_else(|e| fail(format_args!("{e}")));
+    for (i, t) in k.tasks.iter().enumerate() {
+        info!("  task {i}: {}", t.name);
+    }
+    *KERNEL.lock() = Some(k);
+    let per_tick = lapic::init(xen);
+    info!(
+        "timer: local APIC tick every {} ms ({} counts)",
+        lapic::TICK_MS,
+        per_tick
+    );
+    info!("boot complete; starting tasks");
+    start_first_task()
+}
+
+/// Enters the first task through the trap-return path, on the trap stack.
+fn start_first_task() -> ! {
+    let mut frame = TrapFrame::default();
+    crate::trap::schedule(&mut frame);
+    let top = syscall::trap_stack_top_addr();
+    let at = (top - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame;
+    // SAFETY: the trap stack is unused until the first trap; the frame sits at its top, where
+    // `enter` pops it and `iretq`s into the task whose address space `schedule` made current.
+    unsafe {
+        at.write(frame);
+        idt::enter(at)
+    }
 }
 
 /// Exercises the heap and the frame allocator once, so a broken memory setup fails the boot.

@@ -11,4 +11,5 @@ extern crate alloc;
 pub mod boot;
 pub mod dev;
 pub mod mem;
+pub mod task;
 pub mod xen;

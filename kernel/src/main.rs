@@ -17,3 +17,7 @@ fn main() {
 mod arch;
 #[cfg(target_os = "none")]
 mod boot_sequence;
+#[cfg(target_os = "none")]
+mod tasks;
+#[cfg(target_os = "none")]
+mod trap;

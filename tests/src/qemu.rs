@@ -6,11 +6,12 @@
 //! under `target/qemu-logs/<name>.log`. QEMU is killed when the deadline passes or the harness
 //! is dropped, so a hung guest cannot hang the test suite.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use image::assemble::{self, Artefacts, Options};
@@ -60,17 +61,42 @@ pub struct Outcome {
 impl Outcome {
     /// The first line containing `needle`.
     pub fn line_with(&self, needle: &str) -> Option<&str> {
-        self.lines.iter().map(String::as_str).find(|l| l.contains(needle))
+        self.lines
+            .iter()
+            .map(String::as_str)
+            .find(|l| l.contains(needle))
     }
 }
 
-/// Builds the image once per test process (the cross build has its own target directory, so
-/// this never waits on the cargo that runs the tests).
+/// Builds the image of the real system (`image/system.toml`) once per test process (the cross
+/// build has its own target directory, so this never waits on the cargo that runs the tests).
 pub fn artefacts() -> &'static Artefacts {
     static BUILT: OnceLock<Artefacts> = OnceLock::new();
     BUILT.get_or_init(|| {
         assemble::build(&Options::default()).unwrap_or_else(|e| panic!("image build failed: {e}"))
     })
+}
+
+/// Builds the image of test system `tests/systems/<name>.toml` once per test process, into
+/// `target/nc2dd-systems/<name>/`.
+pub fn system_artefacts(name: &str) -> Artefacts {
+    static BUILT: Mutex<BTreeMap<String, Artefacts>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(name.to_string())
+        .or_insert_with(|| {
+            let root = assemble::workspace_root();
+            let opts = Options {
+                out_dir: root.join("target").join("nc2dd-systems").join(name),
+                system: root
+                    .join("tests")
+                    .join("systems")
+                    .join(format!("{name}.toml")),
+                ..Options::default()
+            };
+            assemble::build(&opts).unwrap_or_else(|e| panic!("image build of {name} failed: {e}"))
+        })
+        .clone()
 }
 
 /// Fails (never skips) when QEMU is missing, naming the setup script.
@@ -103,14 +129,30 @@ fn log_dir() -> PathBuf {
 
 /// Boots `cfg` and checks the run against `expect`. On failure the error holds the reason and
 /// the log path; the log is kept either way.
-pub fn run(name: &str, cfg: &QemuConfig, deadline: Duration, expect: &Expect) -> Result<Outcome, String> {
+pub fn run(
+    name: &str,
+    cfg: &QemuConfig,
+    deadline: Duration,
+    expect: &Expect,
+) -> Result<Outcome, String> {
     require_qemu();
     std::fs::create_dir_all(log_dir()).map_err(|e| format!("log dir: {e}"))?;
     let log_path = log_dir().join(format!("{name}.log"));
-    let mut log = std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let args = cfg.args();
-    let _ = writeln!(log, "# {} {}\n# accel: {}", QemuConfig::program(), args.join(" "), cfg.accel);
-    eprintln!("[{name}] booting in QEMU ({}), log {}", cfg.accel, log_path.display());
+    let _ = writeln!(
+        log,
+        "# {} {}\n# accel: {}",
+        QemuConfig::program(),
+        args.join(" "),
+        cfg.accel
+    );
+    eprintln!(
+        "[{name}] booting in QEMU ({}), log {}",
+        cfg.accel,
+        log_path.display()
+    );
 
     let start = Instant::now();
     let child = Command::new(QemuConfig::program())
@@ -127,7 +169,9 @@ pub fn run(name: &str, cfg: &QemuConfig, deadline: Duration, expect: &Expect) ->
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).split(b'\n') {
             let Ok(line) = line else { break };
-            let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+            let text = String::from_utf8_lossy(&line)
+                .trim_end_matches('\r')
+                .to_string();
             if tx.send(text).is_err() {
                 break;
             }
@@ -189,14 +233,23 @@ pub fn run(name: &str, cfg: &QemuConfig, deadline: Duration, expect: &Expect) ->
     }
     let elapsed = start.elapsed();
     let _ = writeln!(log, "# exit status {status:?} after {elapsed:?}");
-    let outcome = Outcome { lines, status, accel: cfg.accel, elapsed, log_path: log_path.clone() };
+    let outcome = Outcome {
+        lines,
+        status,
+        accel: cfg.accel,
+        elapsed,
+        log_path: log_path.clone(),
+    };
 
     let verdict = if let Some(f) = failure {
         Err(f)
     } else if !seen_marker {
         Err(format!("marker {} never appeared", expect.marker))
     } else if status != Some(expect.status) {
-        Err(format!("QEMU exit status {status:?}, expected {}", expect.status))
+        Err(format!(
+            "QEMU exit status {status:?}, expected {}",
+            expect.status
+        ))
     } else {
         Ok(())
     };
@@ -206,7 +259,11 @@ pub fn run(name: &str, cfg: &QemuConfig, deadline: Duration, expect: &Expect) ->
             "{name}: {why} (accel {}, log {}){}",
             cfg.accel,
             log_path.display(),
-            if qemu_stderr.is_empty() { String::new() } else { format!("\nqemu: {qemu_stderr}") }
+            if qemu_stderr.is_empty() {
+                String::new()
+            } else {
+                format!("\nqemu: {qemu_stderr}")
+            }
         )),
     }
 }

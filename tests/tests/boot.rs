@@ -19,30 +19,68 @@ fn config(cmdline: &str, memory_mib: u32) -> QemuConfig {
 
 /// Parses "memory: N KiB RAM".
 fn reported_ram_kib(out: &qemu::Outcome) -> u64 {
-    let line = out.line_with("memory: ").expect("kernel printed its RAM size");
-    line.split("memory: ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    let line = out
+        .line_with("memory: ")
+        .expect("kernel printed its RAM size");
+    line.split("memory: ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
 fn boots_and_reports_the_start_info_it_was_given() {
-    let cmdline = "console=com1 nc2dd.tag=harness-7f3a";
+    let cmdline = "console=com1 nc2dd.tag=harness-7f3a nc2dd.shutdown=allow";
     for mem in [128u32, 256] {
-        let out = qemu::run(&format!("boot-{mem}m"), &config(cmdline, mem), DEADLINE, &Expect::pass())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out = qemu::run(
+            &format!("boot-{mem}m"),
+            &config(cmdline, mem),
+            DEADLINE,
+            &Expect::pass(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let ram = reported_ram_kib(&out);
         let given = mem as u64 * 1024;
         // The firmware keeps a little (low-memory hole, ACPI tables) for itself.
-        assert!(ram <= given && ram >= given * 95 / 100, "{ram} KiB RAM for -m {mem}M");
-        assert!(out.line_with("modules 1 ").is_some(), "one boot module expected");
-        assert!(out.line_with(&format!("command line: \"{cmdline}\"")).is_some());
+        assert!(
+            ram <= given && ram >= given * 95 / 100,
+            "{ram} KiB RAM for -m {mem}M"
+        );
+        assert!(
+            out.line_with("modules 1 ").is_some(),
+            "one boot module expected"
+        );
+        assert!(
+            out.line_with(&format!("command line: \"{cmdline}\""))
+                .is_some()
+        );
         for (name, size) in &qemu::artefacts().servers {
             assert!(
-                out.line_with(&format!("server {name} ({size} bytes)")).is_some(),
+                out.line_with(&format!("server {name} ({size} bytes)"))
+                    .is_some(),
                 "server {name} not reported"
             );
         }
         assert!(out.line_with("W^X").is_some());
-        eprintln!("boot with {mem} MiB under {} took {:?}", out.accel, out.elapsed);
+        // The real system's servers run as tasks and the supervisor sees them finish.
+        for task in ["nic-ixgbe", "netback"] {
+            assert!(
+                out.line_with(&format!("{task}: {task} ")).is_some(),
+                "{task} did not run"
+            );
+        }
+        assert!(
+            out.line_with("supervisor: all tasks exited normally")
+                .is_some()
+        );
+        eprintln!(
+            "boot with {mem} MiB under {} took {:?}",
+            out.accel, out.elapsed
+        );
     }
 }
 
@@ -51,7 +89,8 @@ fn boots_without_a_module() {
     let a = qemu::artefacts();
     let mut cfg = QemuConfig::new(a.kernel.clone());
     cfg.cmdline = "nc2dd.tag=bare".into();
-    let out = qemu::run("boot-no-module", &cfg, DEADLINE, &Expect::pass()).unwrap_or_else(|e| panic!("{e}"));
+    let out = qemu::run("boot-no-module", &cfg, DEADLINE, &Expect::pass())
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(out.line_with("modules 0 ").is_some());
     assert!(out.line_with("boot module: none").is_some());
 }

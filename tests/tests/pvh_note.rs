@@ -9,6 +9,7 @@ fn kernel_without_pvh_note_is_rejected() {
         target_dir: target.join("cross-no-note"),
         out_dir: target.join("nc2dd-no-note"),
         kernel_features: vec!["omit-pvh-note".into()],
+        ..Options::default()
     };
     match assemble::build(&opts) {
         Err(e @ BuildError::Note(..)) => {
@@ -18,5 +19,8 @@ fn kernel_without_pvh_note_is_rejected() {
         }
         other => panic!("expected the PVH note check to fail, got {other:?}"),
     }
-    assert!(!opts.out_dir.join(assemble::KERNEL_ELF).exists(), "a rejected kernel was written out");
+    assert!(
+        !opts.out_dir.join(assemble::KERNEL_ELF).exists(),
+        "a rejected kernel was written out"
+    );
 }

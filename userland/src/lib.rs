@@ -8,6 +8,37 @@
 pub mod syscall;
 pub mod xenstore;
 
+pub use nc2dd_abi::layout::TaskInfo;
+
+/// This task's info page (name, generation, channels, bits, arguments), mapped read-only by the
+/// kernel at `nc2dd_abi::layout::INFO_BASE`. Fields the kernel updates while the task runs (a
+/// peer's generation) are read with [`peer_generation`].
+#[cfg(target_os = "none")]
+pub fn info() -> &'static TaskInfo {
+    // SAFETY: the kernel maps a valid TaskInfo at INFO_BASE in every task before it starts.
+    unsafe { &*(nc2dd_abi::layout::INFO_BASE as *const TaskInfo) }
+}
+
+/// On the host there is no task: see `syscall` for why this exists.
+#[cfg(not(target_os = "none"))]
+pub fn info() -> &'static TaskInfo {
+    panic!("nc2dd task info read outside nc2dd")
+}
+
+/// The current generation of the peer at the other end of channel `channel`.
+pub fn peer_generation(channel: usize) -> u32 {
+    let c = &info().channels[channel];
+    // SAFETY: the kernel rewrites this field when the peer restarts; read it fresh.
+    unsafe { core::ptr::read_volatile(&raw const c.peer_generation) }
+}
+
+/// A channel's shared memory as a raw pointer and length (accessed with volatile or atomic
+/// operations only: the peer writes it concurrently).
+pub fn channel_memory(channel: usize) -> (*mut u8, usize) {
+    let c = &info().channels[channel];
+    (c.base as *mut u8, c.size as usize)
+}
+
 #[cfg(target_os = "none")]
 mod rt;
 
@@ -25,7 +56,7 @@ macro_rules! entry {
         #[cfg(target_os = "none")]
         #[unsafe(no_mangle)]
         extern "C" fn _start() -> ! {
-            $crate::init(env!("CARGO_PKG_NAME"));
+            $crate::init();
             $main();
             $crate::syscall::exit(0)
         }

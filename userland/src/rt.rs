@@ -29,24 +29,21 @@ impl Line {
     }
 }
 
-/// Bytes of each server's heap, in its .bss (sized per task by the system description later).
-const HEAP_SIZE: usize = 256 * 1024;
-
-#[repr(align(4096))]
-#[expect(dead_code, reason = "only the area's address is used")]
-struct HeapArea([u8; HEAP_SIZE]);
-static mut HEAP_AREA: HeapArea = HeapArea([0; HEAP_SIZE]);
-
 #[global_allocator]
 static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
 
+/// Gives the allocator the heap region the kernel mapped (its size comes from the system
+/// description; a task with no heap gets allocation failures, reported as panics).
 fn init_heap() {
-    // SAFETY: called once from the entry point before any allocation; the area is used by
-    // nothing but the heap.
-    unsafe {
-        HEAP.lock()
-            .init((&raw mut HEAP_AREA).cast::<u8>(), HEAP_SIZE)
-    };
+    let info = crate::info();
+    if info.heap_size > 0 {
+        // SAFETY: called once from the entry point before any allocation; the kernel mapped
+        // `heap_size` writable bytes at `heap_base` for this task alone.
+        unsafe {
+            HEAP.lock()
+                .init(info.heap_base as *mut u8, info.heap_size as usize)
+        };
+    }
 }
 
 struct Logger;
@@ -71,10 +68,10 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
-/// Sets up the heap and the console logger; `name` prefixes every line.
-pub fn init_log(name: &'static str) {
+/// Sets up the heap and the console logger; the task's name prefixes every line.
+pub fn init_log() {
     init_heap();
-    NAME.call_once(|| name);
+    NAME.call_once(|| crate::info().name());
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Info);
 }

@@ -1,10 +1,12 @@
-//! The IDT and the CPU exception path.
+//! The IDT, the trap stubs and the kernel's fatal-exception dump.
 //!
-//! Owns: the 32 exception vectors. Each vector has a small assembly stub (stable Rust has no
-//! `extern "x86-interrupt"`) that pushes a uniform [`TrapFrame`] and calls [`exception_entry`].
-//! A CPU exception in the kernel is fatal: it prints a readable dump (vector, error code, RIP,
-//! CR2, every register) behind the FAULT marker and ends the run with the failure status, never
-//! a hang and never a silent reboot.
+//! Owns: all 256 vectors. Each has a small assembly stub (stable Rust has no
+//! `extern "x86-interrupt"`) that pushes a uniform [`TrapFrame`] and jumps to `isr_common`, which
+//! saves the registers and calls `trap_entry` (in `crate::trap`); system calls come through
+//! vector 0x80 the same way. `trap_entry` may rewrite the frame (to switch tasks) before `isr_common` restores
+//! it with `iretq`. A CPU exception in kernel mode is fatal: [`fatal`] prints a readable dump
+//! (vector, error code, RIP, CR2, every register) behind the FAULT marker and ends the run with
+//! the failure status, never a hang and never a silent reboot.
 
 use x86_64::VirtAddr;
 use x86_64::registers::control::{Cr2, Cr3};
@@ -14,7 +16,7 @@ use super::{console, cpu, gdt};
 
 /// Registers as the stubs leave them on the stack, lowest address first.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct TrapFrame {
     pub rax: u64,
     pub rbx: u64,
@@ -68,6 +70,20 @@ isr_\n:
     isr_err \n
     .endr
 
+    /* Vectors 32..255: fixed 16-byte stubs, so stub v is at isr_irq_base + (v - 32) * 16. */
+    .p2align 4
+    .global isr_irq_base
+isr_irq_base:
+    .set vec, 32
+    .rept 224
+    .p2align 4
+    pushq $0
+    pushq $vec
+    jmp isr_common
+    .set vec, vec + 1
+    .endr
+
+    .global isr_common
 isr_common:
     pushq %r15
     pushq %r14
@@ -86,7 +102,9 @@ isr_common:
     pushq %rax
     movq %rsp, %rdi
     cld
-    call exception_entry
+    call trap_entry
+    .global trap_restore
+trap_restore:
     popq %rax
     popq %rbx
     popq %rcx
@@ -120,6 +138,26 @@ isr_table:
 
 unsafe extern "C" {
     static isr_table: [u64; 32];
+    static isr_irq_base: u8;
+    fn trap_restore() -> !;
+}
+
+/// Starts executing the state in `frame` (a user task) by the same path a trap returns by.
+///
+/// # Safety
+/// `frame` must describe a valid user context of the address space that is active, and lie at
+/// the top of the trap stack (the restore path pops it and `iretq`s).
+pub unsafe fn enter(frame: *const TrapFrame) -> ! {
+    // SAFETY: forwarded from the caller; `trap_restore` pops the frame and returns to user mode.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {f}",
+            "jmp {r}",
+            f = in(reg) frame,
+            r = sym trap_restore,
+            options(noreturn),
+        )
+    }
 }
 
 static IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
@@ -151,9 +189,27 @@ pub fn init() {
             20 => virtualization, 21 => cp_protection_exception, 28 => hv_injection_exception,
             29 => vmm_communication_exception, 30 => security_exception,
         );
+        // SAFETY: only the address of the stub block is taken.
+        let base = (&raw const isr_irq_base) as u64;
+        for v in 32u8..=255 {
+            let stub = VirtAddr::new(base + (u64::from(v) - 32) * 16);
+            // SAFETY: as above: the stub builds a TrapFrame for `trap_entry`.
+            let opts = unsafe { idt[v].set_handler_addr(stub) };
+            if v == super::syscall::SYSCALL_VECTOR {
+                // The system-call gate is the only one ring 3 may invoke with `int`.
+                opts.set_privilege_level(x86_64::PrivilegeLevel::Ring3);
+            }
+        }
         idt
     });
     idt.load();
+}
+
+pub fn exception_name(vector: u64) -> &'static str {
+    EXCEPTION_NAMES
+        .get(vector as usize)
+        .copied()
+        .unwrap_or("interrupt")
 }
 
 pub const EXCEPTION_NAMES: [&str; 32] = [
@@ -191,8 +247,8 @@ pub const EXCEPTION_NAMES: [&str; 32] = [
     "reserved",
 ];
 
-#[unsafe(no_mangle)]
-extern "C" fn exception_entry(frame: &mut TrapFrame) {
+/// A CPU exception in kernel mode: dump and end the run.
+pub fn fatal(frame: &TrapFrame) -> ! {
     let f = frame;
     let name = EXCEPTION_NAMES
         .get(f.vector as usize)
@@ -241,10 +297,10 @@ extern "C" fn exception_entry(frame: &mut TrapFrame) {
         r14 = f.r14,
         r15 = f.r15,
     ));
-    cpu::exit(false);
+    cpu::exit(false)
 }
 
-fn page_fault_reason(code: u64) -> &'static str {
+pub fn page_fault_reason(code: u64) -> &'static str {
     match (code & 1 != 0, code & 2 != 0, code & 16 != 0) {
         (_, _, true) => " (instruction fetch)",
         (false, false, _) => " (read of a non-present page)",

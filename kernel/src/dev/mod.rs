@@ -7,6 +7,7 @@
 //! 1. [`acpi`] summarises the platform (APICs, ECAM regions, HPET) or falls back to the
 //!    architectural defaults when there is no RSDP (Xen HVM with `firmware_override`).
 //! 2. [`pci`] enumerates every function through a [`pci::ConfigAccess`] (ECAM or 0xCF8/0xCFC).
+//!    [`bar_assign`] places BARs no firmware assigned (Xen HVM without hvmloader).
 //! 3. [`claim`] binds the system table's device claims to enumerated functions, one owner each,
 //!    and says which MMIO pages to map into which task.
 //! 4. [`config_guard`] checks every config-space access a driver task asks for.
@@ -16,6 +17,7 @@
 //! 7. [`time`] turns the TSC into a monotonic nanosecond clock and keeps per-task deadlines.
 
 pub mod acpi;
+pub mod bar_assign;
 pub mod claim;
 pub mod config_guard;
 pub mod dma;

@@ -95,6 +95,7 @@ pub enum BedError {
     QemuExited {
         waiting_for: String,
         tail: String,
+        stderr: String,
     },
     /// A dom0 command exited with a non-zero status.
     CommandFailed {
@@ -130,9 +131,14 @@ impl fmt::Display for BedError {
                 after.as_secs_f64()
             ),
             BedError::Fatal { kind, line } => write!(f, "{kind:?} on the console: {line}"),
-            BedError::QemuExited { waiting_for, tail } => write!(
+            BedError::QemuExited {
+                waiting_for,
+                tail,
+                stderr,
+            } => write!(
                 f,
-                "QEMU exited while waiting for {waiting_for:?}; console tail:\n{tail}"
+                "QEMU exited while waiting for {waiting_for:?}; its stderr:\n{stderr}\n\
+                 console tail:\n{tail}"
             ),
             BedError::CommandFailed {
                 cmd,
@@ -284,6 +290,8 @@ struct Console {
     /// than by when a wait looked for it.
     arrivals: Vec<(usize, Instant)>,
     eof: bool,
+    /// QEMU's own messages (bad arguments, missing files), kept apart from the console text.
+    stderr: Vec<u8>,
 }
 
 impl Console {
@@ -395,6 +403,7 @@ impl XenBed {
                 buf: Vec::new(),
                 arrivals: Vec::new(),
                 eof: false,
+                stderr: Vec::new(),
             }),
             changed: Condvar::new(),
         });
@@ -586,12 +595,15 @@ impl XenBed {
                 });
             }
             if c.eof {
-                let tail = tail_of(&c.buf);
                 drop(c);
                 self.note(&format!("QEMU exited while waiting for {needle:?}"));
+                // Its last words on stderr may still be on the way.
+                thread::sleep(Duration::from_millis(200));
+                let c = lock(&shared.console);
                 return Err(BedError::QemuExited {
                     waiting_for: needle.to_string(),
-                    tail,
+                    tail: tail_of(&c.buf),
+                    stderr: String::from_utf8_lossy(&c.stderr).into_owned(),
                 });
             }
             let now = Instant::now();
@@ -744,12 +756,14 @@ fn spawn_reader(
                 };
                 let _ = l.flush();
             }
+            let mut c = lock(&shared.console);
             if is_console {
-                let mut c = lock(&shared.console);
                 c.buf.extend_from_slice(&chunk[..n]);
                 let end = c.buf.len();
                 c.arrivals.push((end, Instant::now()));
                 shared.changed.notify_all();
+            } else {
+                c.stderr.extend_from_slice(&chunk[..n]);
             }
         }
         if is_console {

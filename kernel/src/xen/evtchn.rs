@@ -106,6 +106,7 @@ impl<'a> SharedInfo2L<'a> {
     }
 
     /// Raises `port` as Xen does when an event arrives (host tests play the hypervisor with it).
+    #[cfg(test)]
     pub fn raise(&self, port: EvtchnPort, vcpu: usize) {
         let (w, b) = Self::split(port);
         let was = self.pending_word(w).fetch_or(b, Ordering::AcqRel);

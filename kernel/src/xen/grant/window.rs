@@ -82,7 +82,8 @@ pub enum CopySide {
         gref: GrantRef,
         offset: u16,
     },
-    /// Bytes at task-virtual `va` (own memory or a live window mapping).
+    /// Bytes at task-virtual `va`: own memory (copied as our frame), or a live window mapping
+    /// (copied through the grant it maps).
     Local { va: u64 },
 }
 
@@ -301,17 +302,24 @@ impl GrantWindow {
                 if va % PAGE + u64::from(len) > PAGE {
                     return Err(WindowError::CrossesPage { index });
                 }
-                let gpa = if let Some(slot) = self.slot_of(va) {
+                if let Some(slot) = self.slot_of(va) {
+                    // A foreign page mapped in the window is copied through its grant: Xen does
+                    // not accept grant-mapped frames of our physmap as a plain frame operand.
                     let m = self.slots[slot as usize].ok_or(WindowError::BadLocal { index, va })?;
                     if write && m.readonly {
                         return Err(WindowError::ReadOnly { index, va });
                     }
-                    self.gpa(slot) + va % PAGE
-                } else {
-                    mem.translate(va, u64::from(len), write)
-                        .filter(|gpa| gpa % PAGE == va % PAGE)
-                        .ok_or(WindowError::BadLocal { index, va })?
-                };
+                    let ptr = GnttabCopyPtr {
+                        u: u64::from(m.gref),
+                        domid: m.dom,
+                        offset: (va % PAGE) as u16,
+                    };
+                    return Ok((ptr, true));
+                }
+                let gpa = mem
+                    .translate(va, u64::from(len), write)
+                    .filter(|gpa| gpa % PAGE == va % PAGE)
+                    .ok_or(WindowError::BadLocal { index, va })?;
                 Ok((
                     GnttabCopyPtr {
                         u: gpa / PAGE,
@@ -686,7 +694,16 @@ mod tests {
         assert_eq!(&xen.ours.borrow()[&0x801][16..66], &[3u8; 50][..]);
         assert_eq!(xen.ours.borrow()[&0x801][66], 0);
         assert_eq!(&xen.grants.borrow()[&(5, 0)].0[4000..], &[0xaa; 96][..]);
-        // A window mapping resolves to its GPA; writing into a read-only mapping is refused.
+        // A window mapping is copied through its grant (gref 2 holds bytes of value 2).
+        let from_window = [CopySegment {
+            src: CopySide::Local { va: vas[0] + 8 },
+            dst: CopySide::Local { va: 0x10_1000 },
+            len: 4,
+        }];
+        w.copy(&xen, &Mem, &from_window, &mut out[..1]).unwrap();
+        assert_eq!(out[0], Ok(GnttabStatus::Okay));
+        assert_eq!(&xen.ours.borrow()[&0x801][..4], &[2u8; 4]);
+        // Writing into a read-only mapping is refused.
         let ro = map_all(&mut w, &xen, &[1])[0];
         let into_ro = [CopySegment {
             src: CopySide::Local { va: vas[0] },

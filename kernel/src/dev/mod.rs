@@ -6,7 +6,8 @@
 //!
 //! 1. [`acpi`] summarises the platform (APICs, ECAM regions, HPET) or falls back to the
 //!    architectural defaults when there is no RSDP (Xen HVM with `firmware_override`).
-//! 2. [`pci`] enumerates every function through a [`pci::ConfigAccess`] (ECAM or 0xCF8/0xCFC).
+//! 2. [`pci`] enumerates every function through a [`pci::ConfigAccess`]; [`pci_access`]
+//!    implements it for ECAM (over [`mmio`]) and for ports 0xCF8/0xCFC (over a port trait).
 //!    [`bar_assign`] places BARs no firmware assigned (Xen HVM without hvmloader).
 //! 3. [`claim`] binds the system table's device claims to enumerated functions, one owner each,
 //!    and says which MMIO pages to map into which task.
@@ -24,4 +25,5 @@ pub mod dma;
 pub mod mmio;
 pub mod msix;
 pub mod pci;
+pub mod pci_access;
 pub mod time;

@@ -570,6 +570,13 @@ fn walk_ext_capabilities<A: ConfigAccess + ?Sized>(access: &A, f: &mut Function)
     f.problems.push("extended capability list loops");
 }
 
+/// Logs one line per function (the boot log's device list).
+pub fn log_all(functions: &[Function]) {
+    for f in functions {
+        log::info!("pci: {}", f.log_line());
+    }
+}
+
 /// Formats a size as the largest whole binary unit: `128K`, `1M`, `32`.
 pub struct Size(pub u64);
 

@@ -62,7 +62,8 @@ fn main() -> ExitCode {
             };
             let mut cfg = QemuConfig::new(a.kernel);
             cfg.module = Some(a.module);
-            cfg.cmdline = "console=com1".into();
+            // The demo system ends itself once its servers have finished.
+            cfg.cmdline = "console=com1 nc2dd.shutdown=allow".into();
             cfg.extra = args
                 .iter()
                 .skip_while(|a| *a != "--")

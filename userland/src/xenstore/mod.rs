@@ -20,9 +20,11 @@ pub mod client;
 pub mod path;
 pub mod ring;
 pub mod wire;
+pub mod xenbus;
 
 #[cfg(test)]
 mod tests;
 
 pub use client::{Client, Transport, TxId, WatchEvent};
 pub use wire::{Error, XsErrno};
+pub use xenbus::XenbusState;

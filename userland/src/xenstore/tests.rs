@@ -917,3 +917,32 @@ fn random_hostile_reply_streams_never_panic() {
         assert!(outcomes.contains_key(k), "{k} never happened: {outcomes:?}");
     }
 }
+
+#[test]
+fn xenbus_states_through_the_store() {
+    use super::XenbusState;
+    let mut c = client();
+    c.write_state(NO_TX, "backend/vif/3/0/state", XenbusState::InitWait)
+        .unwrap();
+    assert_eq!(c.read(NO_TX, "backend/vif/3/0/state").unwrap(), b"2");
+    assert_eq!(
+        c.read_state(NO_TX, "backend/vif/3/0/state"),
+        Ok(XenbusState::InitWait)
+    );
+    // A frontend writing junk into its state key is an error, not a state.
+    for junk in [&b"9"[..], b"-1", b"", b"4x", b"connected"] {
+        c.write(NO_TX, "/local/domain/3/device/vif/0/state", junk)
+            .unwrap();
+        assert!(
+            c.read_state(NO_TX, "/local/domain/3/device/vif/0/state")
+                .is_err(),
+            "{junk:?}"
+        );
+    }
+    c.write(NO_TX, "/local/domain/3/device/vif/0/state", b"4")
+        .unwrap();
+    assert_eq!(
+        c.read_state(NO_TX, "/local/domain/3/device/vif/0/state"),
+        Ok(XenbusState::Connected)
+    );
+}

@@ -661,13 +661,18 @@ pub(crate) mod tests {
 
     /// RSDP (revision 2) at BASE, XSDT at BASE + 0x40, then `tables` at 0x100 steps.
     pub fn memory(tables: &[Vec<u8>]) -> HostMemory {
+        memory_rev(2, tables)
+    }
+
+    /// Like [`memory`]; revision 0 gives an ACPI 1.0 RSDP and a 32-bit RSDT instead.
+    pub fn memory_rev(revision: u8, tables: &[Vec<u8>]) -> HostMemory {
         let mut mem = vec![0u8; 0x100 + 0x100 * tables.len().max(1)];
         let xsdt_pa = (BASE + 0x40) as u64;
         let mut rsdp = vec![0u8; RSDP_V2_LEN];
         rsdp[..8].copy_from_slice(b"RSD PTR ");
         rsdp[9..15].copy_from_slice(b"NC2DD ");
-        rsdp[15] = 2;
-        rsdp[16..20].copy_from_slice(&0u32.to_le_bytes());
+        rsdp[15] = revision;
+        rsdp[16..20].copy_from_slice(&((BASE + 0x40) as u32).to_le_bytes());
         rsdp[20..24].copy_from_slice(&(RSDP_V2_LEN as u32).to_le_bytes());
         rsdp[24..32].copy_from_slice(&xsdt_pa.to_le_bytes());
         checksum_fix(&mut rsdp[..20], 8);
@@ -678,9 +683,13 @@ pub(crate) mod tests {
             assert!(t.len() <= 0x100);
             let off = 0x100 * (i + 1);
             mem[off..off + t.len()].copy_from_slice(t);
-            pointers.extend_from_slice(&((BASE + off) as u64).to_le_bytes());
+            if revision == 0 {
+                pointers.extend_from_slice(&((BASE + off) as u32).to_le_bytes());
+            } else {
+                pointers.extend_from_slice(&((BASE + off) as u64).to_le_bytes());
+            }
         }
-        let xsdt = sdt(b"XSDT", &pointers);
+        let xsdt = sdt(if revision == 0 { b"RSDT" } else { b"XSDT" }, &pointers);
         assert!(xsdt.len() <= 0xC0);
         mem[0x40..0x40 + xsdt.len()].copy_from_slice(&xsdt);
         HostMemory { mem: Rc::new(mem) }
@@ -749,6 +758,17 @@ pub(crate) mod tests {
         let line = std::format!("{p}");
         assert!(line.contains("ECAM 0000:00-ff at 0xb0000000"), "{line}");
         assert!(line.contains("2 CPUs"), "{line}");
+    }
+
+    #[test]
+    fn acpi_1_rsdt_is_followed_too() {
+        let p = discover_in(memory_rev(
+            0,
+            &[sdt(b"APIC", &madt_body(&[ioapic_entry(1, 0xFEC0_0000, 0)]))],
+        ));
+        assert_eq!(p.acpi_revision, Some(0));
+        assert_eq!(p.io_apics[0].id, 1);
+        assert_eq!(p.fallbacks, vec![Fallback::NoMcfg("table missing")]);
     }
 
     #[test]

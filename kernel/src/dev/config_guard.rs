@@ -21,6 +21,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+use super::claim::Plan;
 use super::pci::{Bdf, ConfigAccess, Function, HeaderKind, MsixInfo, cap, reg};
 
 /// Command register bits the kernel owns: I/O space, memory space, bus master.
@@ -130,6 +131,14 @@ impl ConfigGuard {
     pub fn new<'a>(functions: impl IntoIterator<Item = &'a Function>) -> ConfigGuard {
         let functions = functions.into_iter().map(guarded).collect();
         ConfigGuard { functions }
+    }
+
+    /// Rules for `task` from a claim plan over the enumerated `functions`.
+    pub fn for_task(plan: &Plan<'_>, functions: &[Function], task: usize) -> ConfigGuard {
+        ConfigGuard::new(
+            plan.for_task(task)
+                .filter_map(|b| functions.get(b.function)),
+        )
     }
 
     /// Checks a read; `Ok` means it may be forwarded.
@@ -272,6 +281,48 @@ mod tests {
         // Only what the guard lets through should be seen from here on (not the BAR sizing).
         pci.writes.borrow_mut().clear();
         (pci, guard)
+    }
+
+    #[test]
+    fn guards_follow_the_claim_plan() {
+        use crate::dev::claim::{Request, Selector, resolve};
+        use crate::dev::pci::enumerate;
+        let pci = FakePci::machine(LEGACY_CONFIG_SIZE);
+        let fs = enumerate(&pci, 0, 0);
+        let requests = [
+            Request {
+                task: 1,
+                task_name: "nic",
+                name: "igb",
+                selector: Selector::Ids(std::vec![(0x8086, 0x10c9)]),
+                bar_mask: 1,
+                msix_bits: std::vec![],
+            },
+            Request {
+                task: 2,
+                task_name: "other",
+                name: "smbus",
+                selector: Selector::Bdf(bdf(0, 0x1f, 3)),
+                bar_mask: 0,
+                msix_bits: std::vec![],
+            },
+        ];
+        let plan = resolve(&requests, &fs);
+        let nic = ConfigGuard::for_task(&plan, &fs, 1);
+        let other = ConfigGuard::for_task(&plan, &fs, 2);
+        assert_eq!(nic.read(&pci, bdf(0, 4, 0), 0, 4), Ok(0x10c9_8086));
+        assert_eq!(
+            other.read(&pci, bdf(0, 4, 0), 0, 4),
+            Err(Refusal::NotClaimed { bdf: bdf(0, 4, 0) })
+        );
+        assert_eq!(
+            nic.read(&pci, bdf(0, 0x1f, 3), 0, 4),
+            Err(Refusal::NotClaimed {
+                bdf: bdf(0, 0x1f, 3)
+            })
+        );
+        assert_eq!(other.read(&pci, bdf(0, 0x1f, 3), 0, 2), Ok(0x8086));
+        assert_eq!(ConfigGuard::for_task(&plan, &fs, 3), ConfigGuard::default());
     }
 
     #[test]

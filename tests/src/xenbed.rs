@@ -543,6 +543,38 @@ impl XenBed {
         Ok((status, output))
     }
 
+    /// `xl create`s the domain `name` from `cfg_path` (a dom0 path) paused, reads its domain id,
+    /// then unpauses it. Creating it paused makes the id certain even for a guest that finishes
+    /// and powers off at once. The console cursor is left just before the unpause, so a wait for
+    /// [`Domain::console_prefix`] sees the guest's first line however early it came.
+    pub fn xl_create(
+        &mut self,
+        cfg_path: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Domain, BedError> {
+        let started = Instant::now();
+        self.run(&format!("xl create -p {cfg_path}"), timeout)?;
+        let out = self.run(&format!("xl domid {name}"), timeout)?;
+        let domid = out
+            .lines()
+            .filter_map(|l| l.trim().parse::<u32>().ok())
+            .next_back()
+            .ok_or_else(|| BedError::CommandFailed {
+                cmd: format!("xl domid {name}"),
+                status: 0,
+                output: format!("no domain id in the output:\n{out}"),
+            })?;
+        let before_unpause = self.cursor();
+        self.run(&format!("xl unpause {name}"), timeout)?;
+        self.rewind(before_unpause);
+        Ok(Domain {
+            domid,
+            console_prefix: format!("(d{domid}) "),
+            started,
+        })
+    }
+
     /// Waits until `needle` appears on the console after everything matched so far. Returns the
     /// full line that holds it. Fails at once on a fatal marker, when QEMU exits, or when `timeout`
     /// (or the bed's overall deadline) passes.
@@ -674,6 +706,16 @@ impl FatalScanner {
                 line: line_around(buf, from + pos),
             })
     }
+}
+
+/// A guest started by [`XenBed::xl_create`].
+#[derive(Clone, Debug)]
+pub struct Domain {
+    pub domid: u32,
+    /// How Xen prefixes the guest's port-0xE9 output on the serial console: `(dN) `.
+    pub console_prefix: String,
+    /// When `xl create` was sent.
+    pub started: Instant,
 }
 
 /// Where a needle was found: byte offsets into the console text and the line holding it.

@@ -8,7 +8,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nc2dd_tests::xenbed::{self, BedConfig, BedError, Flavour, XenBed};
 
@@ -164,24 +164,11 @@ fn create_and_pass(bed: &mut XenBed, test: &str, name: &str, cfg_path: &str) {
     for m in GUEST_FAIL_MARKERS {
         bed.add_fail_marker(m);
     }
-    let before_create = bed.cursor();
-    let t_create = Instant::now();
-    bed.run(&format!("xl create {cfg_path}"), Duration::from_secs(120))
+    let dom = bed
+        .xl_create(cfg_path, name, Duration::from_secs(120))
         .unwrap_or_else(|e| fail(test, e));
-    let domid = bed
-        .run(&format!("xl domid {name}"), Duration::from_secs(30))
-        .ok()
-        .and_then(|out| {
-            out.lines()
-                .filter_map(|l| l.trim().parse::<u32>().ok())
-                .next_back()
-        });
-    // The guest may have printed while xl create was still running, and it may already be gone
-    // (it powers off after passing) when `xl domid` runs: then the first guest domain, d1.
-    let guest = format!("(d{}) ", domid.unwrap_or(1));
-    bed.rewind(before_create);
     let first = bed
-        .wait_for(&guest, Duration::from_secs(120))
+        .wait_for(&dom.console_prefix, Duration::from_secs(120))
         .unwrap_or_else(|e| fail(test, e));
     report(
         test,
@@ -189,7 +176,7 @@ fn create_and_pass(bed: &mut XenBed, test: &str, name: &str, cfg_path: &str) {
             "xl create to first {name} log line: {:.1} s ({})",
             first
                 .arrived
-                .saturating_duration_since(t_create)
+                .saturating_duration_since(dom.started)
                 .as_secs_f64(),
             first.line.trim()
         ),
@@ -198,8 +185,9 @@ fn create_and_pass(bed: &mut XenBed, test: &str, name: &str, cfg_path: &str) {
         .wait_for(PASS, Duration::from_secs(120))
         .unwrap_or_else(|e| fail(test, e));
     assert!(
-        pass.line.contains(&guest),
-        "the pass marker came from another console than {name}'s {guest:?}: {}",
+        pass.line.contains(&dom.console_prefix),
+        "the pass marker came from another console than {name}'s {:?}: {}",
+        dom.console_prefix,
         pass.line
     );
     report(
@@ -207,7 +195,7 @@ fn create_and_pass(bed: &mut XenBed, test: &str, name: &str, cfg_path: &str) {
         &format!(
             "xl create to {PASS}: {:.1} s; whole bed run {:.1} s",
             pass.arrived
-                .saturating_duration_since(t_create)
+                .saturating_duration_since(dom.started)
                 .as_secs_f64(),
             bed.elapsed().as_secs_f64()
         ),
@@ -254,17 +242,20 @@ fn hvm_guest_gets_the_passed_through_igb() {
         assignable.contains("0000:00:04.0"),
         "the igb is not assignable:\n{assignable}"
     );
-    let before_create = bed.cursor();
-    let t_create = Instant::now();
-    bed.run(
-        "xl create /nc2dd/hvm-passthrough.cfg",
-        Duration::from_secs(120),
-    )
-    .unwrap_or_else(|e| fail(TEST, e));
-    bed.rewind(before_create);
+    let dom = bed
+        .xl_create(
+            "/nc2dd/hvm-passthrough.cfg",
+            "hvm-passthrough",
+            Duration::from_secs(120),
+        )
+        .unwrap_or_else(|e| fail(TEST, e));
+    let t_create = dom.started;
     // hvmloader lists the guest's PCI devices with their BARs: the igb sits at guest 04.0.
     let igb = bed
-        .wait_for("(d1) pci dev 04:0", Duration::from_secs(120))
+        .wait_for(
+            &format!("{}pci dev 04:0", dom.console_prefix),
+            Duration::from_secs(120),
+        )
         .unwrap_or_else(|e| fail(TEST, e));
     let bios = bed
         .wait_for("SeaBIOS (version", Duration::from_secs(120))

@@ -1,7 +1,7 @@
 //! The kernel's system-call ABI as seen from both sides: numbers, register conventions, and the
 //! records the kernel writes into task memory.
 //!
-//! A task enters the kernel with `int 0x80`. Arguments travel only in registers: number in `rax`,
+//! A task enters the kernel with `int 0xfd` (the kernel's one ring-3 gate). Arguments travel only in registers: number in `rax`,
 //! arguments in `rdi`, `rsi`, `rdx`, `r10`; the result comes back in `rax`; `rcx` and `r11` may
 //! be clobbered (kept free so a `syscall` entry can return later without an ABI change). A
 //! malformed call (unknown number, a pointer outside the caller's memory, a channel or task index

@@ -7,7 +7,7 @@
 //! `-cpu host,-arch-capabilities` (plain `-cpu host` aborts on the project's machines). Some
 //! machines offer KVM through the `kvm_pvm` module instead (paging-based virtualisation without
 //! VMX/SVM): there nc2dd's kernel boots, but the first ring-3 to ring-0 transition of a task
-//! (`int 0x80` or `syscall`) comes back as #UD or at the wrong privilege level, so those machines
+//! (`int 0xfd` or `syscall`) comes back as #UD or at the wrong privilege level, so those machines
 //! get TCG. `NC2DD_ACCEL=tcg|kvm` overrides the choice.
 
 use std::fmt;

@@ -13,7 +13,7 @@ fn raw(n: u64, a: u64, b: u64) -> u64 {
     // the ABI it clobbers only rcx, r11 and the result register.
     unsafe {
         core::arch::asm!(
-            "int 0x80",
+            "int 0xfd",
             inlateout("rax") n => ret,
             in("rdi") a,
             in("rsi") b,

@@ -1,6 +1,6 @@
 //! The system-call gate and the trap stack.
 //!
-//! Owns: the software-interrupt gate [`SYSCALL_VECTOR`] (`int 0x80`, the one IDT gate user mode
+//! Owns: the software-interrupt gate [`SYSCALL_VECTOR`] (`int 0xfd`, the one IDT gate user mode
 //! may invoke) and the trap stack every trap from user mode lands on (TSS.RSP0). A system call
 //! then produces exactly the [`TrapFrame`](super::idt::TrapFrame) an interrupt does, so one Rust
 //! entry (`trap_entry`) and one return path (`iretq` in `isr_common`) serve both.
@@ -12,8 +12,9 @@
 //! The kernel runs with interrupts off (it is an interrupt gate) on one trap stack: nc2dd runs
 //! tasks on one CPU today.
 
-/// The gate's vector; `int 0x80` in user mode.
-pub const SYSCALL_VECTOR: u8 = 0x80;
+/// The gate's vector; `int 0xfd` in user mode. Above the range handed to devices (64..=191,
+/// `kernel::dev::msix`) and apart from the timer (0xf0) and spurious (0xff) vectors.
+pub const SYSCALL_VECTOR: u8 = 0xfd;
 /// Bytes of the trap stack.
 pub const TRAP_STACK_SIZE: usize = 64 * 1024;
 

@@ -13,17 +13,21 @@ pub trait Mmio {
     fn write32(&self, offset: usize, value: u32);
 
     /// Reads a 64-bit register that the hardware may update between the two halves (a free-running
-    /// counter): high, low, high again, and retries the low half if the high half moved.
+    /// counter): high, low, high again, and retries the low half if the high half moved. A
+    /// counter's high half moves at most once per 2^32 ticks, so the first retry succeeds; the
+    /// bound only keeps a broken device from hanging the caller.
     fn read64_split(&self, offset: usize) -> u64 {
         let mut high = self.read32(offset + 4);
-        loop {
-            let low = self.read32(offset);
+        let mut low = self.read32(offset);
+        for _ in 0..4 {
             let again = self.read32(offset + 4);
             if again == high {
-                return (u64::from(high) << 32) | u64::from(low);
+                break;
             }
             high = again;
+            low = self.read32(offset);
         }
+        (u64::from(high) << 32) | u64::from(low)
     }
 }
 
@@ -74,5 +78,53 @@ pub(crate) mod fake {
             self.writes.borrow_mut().push((offset, value));
             self.set(offset, value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mmio;
+    use core::cell::Cell;
+
+    /// A counter whose low half wraps (carrying into the high half) right after the first read.
+    struct Wrapping {
+        reads: Cell<u32>,
+    }
+
+    impl Mmio for Wrapping {
+        fn read32(&self, offset: usize) -> u32 {
+            let n = self.reads.get();
+            self.reads.set(n + 1);
+            match (offset, n) {
+                (4, 0) => 1, // high before the wrap
+                (0, 1) => 0, // low after the wrap
+                (4, _) => 2, // high after the wrap
+                (0, _) => 5, // low, re-read
+                _ => 0,
+            }
+        }
+        fn write32(&self, _offset: usize, _value: u32) {}
+    }
+
+    /// A broken register whose high half changes on every read.
+    struct Noisy(Cell<u32>);
+
+    impl Mmio for Noisy {
+        fn read32(&self, _offset: usize) -> u32 {
+            self.0.set(self.0.get().wrapping_add(1));
+            self.0.get()
+        }
+        fn write32(&self, _offset: usize, _value: u32) {}
+    }
+
+    #[test]
+    fn split_reads_retry_across_a_carry_and_stay_bounded() {
+        let w = Wrapping {
+            reads: Cell::new(0),
+        };
+        assert_eq!(w.read64_split(0), (2 << 32) | 5);
+        let n = Noisy(Cell::new(0));
+        let _ = n.read64_split(0);
+        assert!(n.0.get() <= 10, "unbounded retries");
     }
 }

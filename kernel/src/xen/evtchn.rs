@@ -7,8 +7,12 @@
 //!   an event raised during delivery sets it again and is seen by the next scan, never lost;
 //! - deliveries are merged per task: one upcall that finds many ports of a task calls the sink
 //!   once for that task with all the bits (bounded memory, no allocation in the upcall path);
-//! - a task may send, unmask or close only ports bound to it; ports beyond the 2-level capacity
-//!   (4096) are refused whoever reports them.
+//! - a task may send, unmask or close only ports bound to it; ports beyond the table's capacity
+//!   (4096 for 2-level) are refused whoever reports them.
+//!
+//! The FIFO ABI's scan lives in [`fifo`]; both deliver through the same binding table.
+
+pub mod fifo;
 
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -127,7 +131,7 @@ pub struct Binding<T> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EvtchnError {
-    /// The port is beyond what the 2-level ABI addresses.
+    /// The port is beyond what the table (and the ABI in use) addresses.
     PortOutOfRange(EvtchnPort),
     /// A notification bit outside 0..64.
     BadBit(u8),
@@ -215,15 +219,25 @@ impl<T: Copy + Eq> Default for EventChannels<T> {
 }
 
 impl<T: Copy + Eq> EventChannels<T> {
+    /// A table for the 2-level ABI's 4096 ports.
     pub fn new() -> Self {
+        Self::with_ports(EVTCHN_2L_NR_CHANNELS)
+    }
+
+    /// A table for ports `0..ports` (FIFO: the event array pages the kernel provides).
+    pub fn with_ports(ports: usize) -> Self {
         Self {
-            bindings: alloc::vec![None; EVTCHN_2L_NR_CHANNELS],
+            bindings: alloc::vec![None; ports],
         }
     }
 
-    fn index(port: EvtchnPort) -> Result<usize, EvtchnError> {
+    pub fn ports(&self) -> usize {
+        self.bindings.len()
+    }
+
+    fn index(&self, port: EvtchnPort) -> Result<usize, EvtchnError> {
         let i = port as usize;
-        if i >= EVTCHN_2L_NR_CHANNELS {
+        if i >= self.bindings.len() {
             return Err(EvtchnError::PortOutOfRange(port));
         }
         Ok(i)
@@ -231,7 +245,7 @@ impl<T: Copy + Eq> EventChannels<T> {
 
     /// Binds `port` to `task`'s notification `bit`.
     pub fn bind(&mut self, port: EvtchnPort, task: T, bit: u8) -> Result<(), EvtchnError> {
-        let i = Self::index(port)?;
+        let i = self.index(port)?;
         if bit >= 64 {
             return Err(EvtchnError::BadBit(bit));
         }
@@ -248,7 +262,7 @@ impl<T: Copy + Eq> EventChannels<T> {
 
     /// Succeeds only if `port` is bound to `task`.
     pub fn check_owner(&self, port: EvtchnPort, task: T) -> Result<(), EvtchnError> {
-        Self::index(port)?;
+        self.index(port)?;
         match self.binding(port) {
             Some(b) if b.task == task => Ok(()),
             _ => Err(EvtchnError::NotOwner(port)),
@@ -305,7 +319,7 @@ impl<T: Copy + Eq> EventChannels<T> {
                     if !si.test_and_clear_pending(port) {
                         continue;
                     }
-                    match self.bindings[port as usize] {
+                    match self.binding(port) {
                         Some(bd) => {
                             stats.delivered += 1;
                             merge.add(bd.task, bd.bit, &mut sink, &mut stats);

@@ -358,6 +358,48 @@ pub fn evtchn_status(
     a.decode().ok_or(Errno::EBADMSG)
 }
 
+/// `EVTCHNOP_init_control`: switches to the FIFO ABI with `vcpu`'s control block at
+/// `offset` in frame `gfn`; returns the link width Xen uses.
+pub fn evtchn_init_control(
+    h: &impl Hypercall,
+    gfn: u64,
+    offset: u32,
+    vcpu: u32,
+) -> Result<u8, Errno> {
+    use abi::evtchn::*;
+    let mut a = EvtchnInitControl {
+        control_gfn: gfn,
+        offset,
+        vcpu,
+        ..Default::default()
+    };
+    evtchn_op(h, EVTCHNOP_INIT_CONTROL, &mut a).map(|_| a.link_bits)
+}
+
+/// `EVTCHNOP_expand_array`: adds the event array page at `gfn`.
+pub fn evtchn_expand_array(h: &impl Hypercall, gfn: u64) -> Result<(), Errno> {
+    use abi::evtchn::*;
+    evtchn_op(
+        h,
+        EVTCHNOP_EXPAND_ARRAY,
+        &mut EvtchnExpandArray { array_gfn: gfn },
+    )
+}
+
+/// `EVTCHNOP_set_priority` (FIFO only).
+pub fn evtchn_set_priority(
+    h: &impl Hypercall,
+    port: EvtchnPort,
+    priority: u32,
+) -> Result<(), Errno> {
+    use abi::evtchn::*;
+    evtchn_op(
+        h,
+        EVTCHNOP_SET_PRIORITY,
+        &mut EvtchnSetPriority { port, priority },
+    )
+}
+
 /// A grant table op's argument struct, tied to its command so batches cannot be mislabelled.
 pub trait GnttabOp: sealed::Sealed {
     const CMD: u32;

@@ -142,6 +142,68 @@ impl EvtchnStatus {
     }
 }
 
+/// FIFO ABI: `EVTCHNOP_init_control` registers a vCPU's control block (and switches the domain
+/// from the 2-level ABI to FIFO for good).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnInitControl {
+    pub control_gfn: u64,
+    /// Byte offset of the control block in that frame.
+    pub offset: u32,
+    pub vcpu: u32,
+    /// Out: how many bits a link field has.
+    pub link_bits: u8,
+    pub _pad: [u8; 7],
+}
+assert_layout!(
+    EvtchnInitControl,
+    size = 24,
+    control_gfn = 0,
+    offset = 8,
+    vcpu = 12,
+    link_bits = 16
+);
+
+/// `EVTCHNOP_expand_array`: adds one page of event words (1024 ports).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnExpandArray {
+    pub array_gfn: u64,
+}
+assert_layout!(EvtchnExpandArray, size = 8, array_gfn = 0);
+
+/// `EVTCHNOP_set_priority`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnSetPriority {
+    pub port: EvtchnPort,
+    pub priority: u32,
+}
+assert_layout!(EvtchnSetPriority, size = 8, port = 0, priority = 4);
+
+/// FIFO event word bits (each port has one `u32` event word).
+pub const EVTCHN_FIFO_PENDING: u32 = 1 << 31;
+pub const EVTCHN_FIFO_MASKED: u32 = 1 << 30;
+pub const EVTCHN_FIFO_LINKED: u32 = 1 << 29;
+pub const EVTCHN_FIFO_BUSY: u32 = 1 << 28;
+pub const EVTCHN_FIFO_LINK_BITS: u32 = 17;
+pub const EVTCHN_FIFO_LINK_MASK: u32 = (1 << EVTCHN_FIFO_LINK_BITS) - 1;
+/// Priority queues per vCPU; 0 is the most urgent.
+pub const EVTCHN_FIFO_MAX_QUEUES: usize = 16;
+pub const EVTCHN_FIFO_PRIORITY_DEFAULT: u32 = 7;
+/// Event words in one 4 KiB event array page.
+pub const EVTCHN_FIFO_EVENT_WORDS_PER_PAGE: u32 = 1024;
+
+/// `evtchn_fifo_control_block`: per vCPU, `ready` has bit q set while queue q is non-empty.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnFifoControlBlock {
+    pub ready: u32,
+    pub _rsvd: u32,
+    pub head: [u32; EVTCHN_FIFO_MAX_QUEUES],
+}
+assert_layout!(EvtchnFifoControlBlock, size = 72, ready = 0, head = 8);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,8 +3,8 @@
 //! Owns: detecting Xen ([`cpuid`]), issuing hypercalls ([`hypercall`]), the binary layouts of the
 //! hypervisor interface ([`abi`]), the bring-up sequence ([`platform`]: shared info, grant frames,
 //! xenstore and console parameters, the upcall vector), the PV console writer ([`console`]), and
-//! the kernel-side logic of the Xen gateway: 2-level event channel delivery and per-task port
-//! ownership ([`evtchn`]), our own grant table and the per-task window for foreign grants
+//! the kernel-side logic of the Xen gateway: event channel delivery (2-level, and FIFO where Xen
+//! offers it) and per-task port ownership ([`evtchn`]), our own grant table and the per-task window for foreign grants
 //! ([`grant`]). Shared pages are touched only through [`shared`].
 //!
 //! Everything except the hypercall instruction itself is plain Rust over small traits (CPUID, the

@@ -5,7 +5,8 @@
 //! and which IDT vector takes upcalls; this module returns everything the Xen gateway needs next.
 //!
 //! Order matters: the shared info page and the grant frames are placed first, and the callback
-//! vector is set last, so the first upcall already finds the page it scans.
+//! vector is set last, so the first upcall already finds the page it scans. [`try_fifo`] switches
+//! event channels to the FIFO ABI when Xen offers it (before any port is bound).
 
 use super::abi::EvtchnPort;
 use super::abi::hvm::{
@@ -148,6 +149,27 @@ pub fn bring_up(h: &impl Hypercall, plan: &Plan) -> Result<Platform, PlatformErr
         store,
         console,
     })
+}
+
+/// Switches event channels to the FIFO ABI if Xen offers it: registers vCPU 0's control block
+/// (at `control_offset` in frame `control_gfn`) and the first event array page. `Ok(false)` means
+/// Xen has no FIFO ABI and the 2-level ABI stays in force; a failure after the switch is an
+/// error, because there is no way back to 2-level.
+pub fn try_fifo(
+    h: &impl Hypercall,
+    control_gfn: u64,
+    control_offset: u32,
+    first_array_gfn: u64,
+) -> Result<bool, PlatformError> {
+    match hypercall::evtchn_init_control(h, control_gfn, control_offset, 0) {
+        Err(Errno::ENOSYS) => return Ok(false),
+        r => step("evtchn init_control", r)?,
+    };
+    step(
+        "evtchn expand_array",
+        hypercall::evtchn_expand_array(h, first_array_gfn),
+    )?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -324,5 +346,62 @@ mod tests {
                 .iter()
                 .all(|l| !l.starts_with("set param 0"))
         );
+    }
+
+    struct FifoXen {
+        offered: bool,
+        log: RefCell<Vec<(u32, u64)>>,
+    }
+
+    impl Hypercall for FifoXen {
+        unsafe fn call(&self, op: u32, a: [u64; 5]) -> i64 {
+            use crate::xen::abi::evtchn::*;
+            assert_eq!(op, nr::EVENT_CHANNEL_OP);
+            if !self.offered {
+                return -(Errno::ENOSYS.0 as i64);
+            }
+            match a[0] as u32 {
+                EVTCHNOP_INIT_CONTROL => {
+                    // SAFETY: the wrapper passes a live EvtchnInitControl.
+                    let c = unsafe { &mut *(a[1] as *mut EvtchnInitControl) };
+                    c.link_bits = 17;
+                    self.log
+                        .borrow_mut()
+                        .push((EVTCHNOP_INIT_CONTROL, c.control_gfn));
+                }
+                EVTCHNOP_EXPAND_ARRAY => {
+                    // SAFETY: a live EvtchnExpandArray.
+                    let e = unsafe { &*(a[1] as *const EvtchnExpandArray) };
+                    self.log
+                        .borrow_mut()
+                        .push((EVTCHNOP_EXPAND_ARRAY, e.array_gfn));
+                }
+                _ => return -(Errno::ENOSYS.0 as i64),
+            }
+            0
+        }
+    }
+
+    #[test]
+    fn fifo_is_used_when_offered_and_2_level_stays_otherwise() {
+        use crate::xen::abi::evtchn::{EVTCHNOP_EXPAND_ARRAY, EVTCHNOP_INIT_CONTROL};
+        let xen = FifoXen {
+            offered: true,
+            log: RefCell::new(Vec::new()),
+        };
+        assert_eq!(try_fifo(&xen, 0xf0200, 0, 0xf0201), Ok(true));
+        assert_eq!(
+            *xen.log.borrow(),
+            [
+                (EVTCHNOP_INIT_CONTROL, 0xf0200),
+                (EVTCHNOP_EXPAND_ARRAY, 0xf0201)
+            ]
+        );
+        let xen = FifoXen {
+            offered: false,
+            log: RefCell::new(Vec::new()),
+        };
+        assert_eq!(try_fifo(&xen, 0xf0200, 0, 0xf0201), Ok(false));
+        assert!(xen.log.borrow().is_empty());
     }
 }

@@ -10,6 +10,8 @@
 //! | 132 | `STACK_TOP` | the stack grows down from here; an unmapped guard page lies below it |
 //! | 134 | `HEAP_BASE` | the heap, as big as the system description says |
 //! | 136 | `CHANNEL_BASE` | channel `i` at `CHANNEL_BASE + i * CHANNEL_STRIDE` |
+//! | 138 | `DEVICE_BASE` | BAR `b` of the task's device `d` at [`bar_address`]`(d, b)`, uncached |
+//! | 140 | `DMA_BASE` | DMA memory, in the order `dma_alloc` handed it out |
 //!
 //! Nothing user-visible is executable except the image's text (W^X).
 
@@ -22,11 +24,70 @@ pub const HEAP_BASE: u64 = 0x4300_0000_0000;
 pub const CHANNEL_BASE: u64 = 0x4400_0000_0000;
 /// Room per channel (the largest channel is 16 MiB).
 pub const CHANNEL_STRIDE: u64 = 1 << 30;
+pub const DEVICE_BASE: u64 = 0x4500_0000_0000;
+pub const DMA_BASE: u64 = 0x4600_0000_0000;
 /// First address past user space as nc2dd lays it out.
 pub const USER_END: u64 = 0x4800_0000_0000;
 
 /// Channels one task may have.
 pub const MAX_TASK_CHANNELS: usize = 16;
+/// Device claims one task may have.
+pub const MAX_TASK_DEVICES: usize = 4;
+/// MSI-X vectors one device claim of a task may route.
+pub const MAX_DEVICE_VECTORS: usize = 16;
+
+/// Where BAR `bar` of the task's device `device` is mapped (8 GiB per BAR).
+pub const fn bar_address(device: usize, bar: usize) -> u64 {
+    DEVICE_BASE + (device as u64) * (64 << 30) + (bar as u64) * (8 << 30)
+}
+
+/// One mapped BAR.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct BarInfo {
+    /// 0 when the BAR is not mapped into the task.
+    pub vaddr: u64,
+    pub size: u64,
+}
+
+/// A device claim as its task sees it.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct DeviceInfo {
+    pub name: [u8; 32],
+    pub name_len: u32,
+    /// 1 when the claim was bound to a function at boot; 0 when nothing matched.
+    pub present: u32,
+    /// `pack_bdf` of the function.
+    pub bdf: u64,
+    pub vendor: u16,
+    pub device: u16,
+    /// Number of routed MSI-X vectors (0 when the device has none or the claim names none).
+    pub vectors: u32,
+    /// The notification bit of each vector.
+    pub vector_bits: [u8; MAX_DEVICE_VECTORS],
+    pub bars: [BarInfo; 6],
+}
+
+impl DeviceInfo {
+    pub const fn empty() -> Self {
+        Self {
+            name: [0; 32],
+            name_len: 0,
+            present: 0,
+            bdf: 0,
+            vendor: 0,
+            device: 0,
+            vectors: 0,
+            vector_bits: [NO_BIT; MAX_DEVICE_VECTORS],
+            bars: [BarInfo { vaddr: 0, size: 0 }; 6],
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        str_of(&self.name, self.name_len)
+    }
+}
 pub const INFO_MAGIC: u32 = 0x4e43_3249; // "NC2I"
 
 /// One channel as its task sees it.
@@ -72,6 +133,8 @@ pub struct TaskInfo {
     /// space separated.
     pub args_len: u32,
     pub args: [u8; MAX_ARGS],
+    pub device_count: u32,
+    pub devices: [DeviceInfo; MAX_TASK_DEVICES],
 }
 
 /// Bytes of command-line arguments a task receives.
@@ -119,6 +182,8 @@ impl TaskInfo {
             channels: [ChannelInfo::empty(); MAX_TASK_CHANNELS],
             args_len: 0,
             args: [0; MAX_ARGS],
+            device_count: 0,
+            devices: [DeviceInfo::empty(); MAX_TASK_DEVICES],
         }
     }
 
@@ -128,6 +193,10 @@ impl TaskInfo {
 
     pub fn channels(&self) -> &[ChannelInfo] {
         &self.channels[..(self.channel_count as usize).min(MAX_TASK_CHANNELS)]
+    }
+
+    pub fn devices(&self) -> &[DeviceInfo] {
+        &self.devices[..(self.device_count as usize).min(MAX_TASK_DEVICES)]
     }
 
     /// The value of argument `key`, if the command line gave this task one.

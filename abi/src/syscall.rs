@@ -41,6 +41,32 @@ pub const SYS_SHUTDOWN: u64 = 10;
 pub const SYS_SET_TIMER: u64 = 11;
 /// `uptime() -> ms`: milliseconds since the kernel started its clock.
 pub const SYS_UPTIME: u64 = 12;
+/// `dev_config_read(bdf, offset | width << 16) -> value`: reads 1, 2 or 4 bytes of the config
+/// space of a PCI function the caller claimed (`bdf` packed by [`pack_bdf`]). Another function,
+/// a misaligned or out-of-range offset is malformed.
+pub const SYS_DEV_CONFIG_READ: u64 = 13;
+/// `dev_config_write(bdf, offset | width << 16, value)`: writes config space; writes to what the
+/// kernel owns (BARs, MSI/MSI-X capabilities, memory/bus-master enables) are malformed.
+pub const SYS_DEV_CONFIG_WRITE: u64 = 14;
+/// `dma_alloc(len) -> vaddr` (and the bus address in `rdx`): physically contiguous, zeroed,
+/// pinned memory from the caller's DMA budget, mapped into it; 0 when the budget is used up.
+pub const SYS_DMA_ALLOC: u64 = 15;
+/// `irq_ack(device, vector)`: unmasks MSI-X vector `vector` of the caller's device `device` (its
+/// index in the task info) after the task has serviced it. Until then the vector stays masked.
+pub const SYS_IRQ_ACK: u64 = 16;
+
+/// Packs a PCI address for the device calls.
+pub const fn pack_bdf(segment: u16, bus: u8, device: u8, function: u8) -> u64 {
+    ((segment as u64) << 16)
+        | ((bus as u64) << 8)
+        | (((device & 0x1f) as u64) << 3)
+        | (function & 7) as u64
+}
+
+/// Packs the offset and width argument of the config calls.
+pub const fn config_offset(offset: u16, width: u8) -> u64 {
+    offset as u64 | ((width as u64) << 16)
+}
 
 /// Why a task stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

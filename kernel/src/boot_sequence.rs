@@ -143,7 +143,15 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     unsafe { HEAP.lock().init(heap_start as *mut u8, heap_bytes as usize) };
     info!("heap: {} KiB at {:#x}", heap_bytes / 1024, heap_start);
 
-    let plan = paging::plan(si.memory_map(), &image);
+    let mut plan = paging::plan(si.memory_map(), &image);
+    let mut loader = alloc::vec![
+        (si.paddr, 64),
+        (si.memmap_paddr, 24 * si.memory_map().len() as u64),
+        (si.modlist_paddr, 32 * si.modules().len() as u64),
+        (si.cmdline_paddr, si.cmdline().len() as u64 + 1),
+    ];
+    loader.extend(si.modules().iter().map(|m| (m.paddr, m.size)));
+    paging::add_loader_ranges(&mut plan, &loader);
     let l4_paddr = frames
         .alloc()
         .unwrap_or_else(|| fail(format_args!("no frame for the PML4")));
@@ -173,12 +181,6 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     // SAFETY: the APIC page is MMIO, not RAM, so the mapping aliases nothing.
     unsafe { paging::map_region(&mut mapper, &apic, &mut Frames(&mut frames)) }
         .unwrap_or_else(|e| fail(format_args!("mapping the local APIC: {e:?}")));
-    let covered = |a: u64, len: u64| plan.iter().any(|r| r.start <= a && a + len <= r.end);
-    if !covered(si.paddr, 64) || si.modules().iter().any(|m| !covered(m.paddr, m.size)) {
-        fail(format_args!(
-            "the start info or a boot module lies outside RAM"
-        ));
-    }
     // SAFETY: the new tables map the kernel image (text executable), its stack (in .bss), the
     // heap and all RAM exactly as the boot tables did, minus page 0 and non-RAM holes.
     unsafe {

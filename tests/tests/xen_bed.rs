@@ -27,6 +27,8 @@ const GUEST_FAIL_MARKERS: &[&str] = &[
 const XL_PVH_CFG: &str = r#"name = "nc2dd"
 type = "pvh"
 kernel = "/nc2dd/nc2dd.elf"
+# The demo system ends itself (and prints the pass marker) once its servers have finished.
+cmdline = "nc2dd.shutdown=allow"
 memory = 64
 vcpus = 2
 on_poweroff = "destroy"
@@ -49,10 +51,11 @@ on_reboot = "destroy"
 on_crash = "destroy"
 "#;
 
+/// `NC2DD_KERNEL_ELF` if set, else the image of the real system, built now if need be.
 fn kernel_elf() -> PathBuf {
     match std::env::var_os("NC2DD_KERNEL_ELF") {
         Some(p) => PathBuf::from(p),
-        None => xenbed::workspace_root().join("target/nc2dd/nc2dd.elf"),
+        None => nc2dd_tests::qemu::artefacts().kernel.clone(),
     }
 }
 

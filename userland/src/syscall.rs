@@ -8,7 +8,14 @@ pub use nc2dd_abi::syscall::*;
 
 #[cfg(target_os = "none")]
 fn raw(n: u64, a: u64, b: u64) -> u64 {
+    raw3(n, a, b, 0).0
+}
+
+/// A call with three arguments; returns `rax` and `rdx`.
+#[cfg(target_os = "none")]
+fn raw3(n: u64, a: u64, b: u64, c: u64) -> (u64, u64) {
     let ret: u64;
+    let ret2: u64;
     // SAFETY: the system-call gate transfers to the kernel, which validates every argument; per
     // the ABI it clobbers only rcx, r11 and the result register.
     unsafe {
@@ -17,16 +24,22 @@ fn raw(n: u64, a: u64, b: u64) -> u64 {
             inlateout("rax") n => ret,
             in("rdi") a,
             in("rsi") b,
+            inlateout("rdx") c => ret2,
             lateout("rcx") _,
             lateout("r11") _,
             options(nostack),
         );
     }
-    ret
+    (ret, ret2)
 }
 
 #[cfg(not(target_os = "none"))]
-fn raw(n: u64, _a: u64, _b: u64) -> u64 {
+fn raw(n: u64, a: u64, b: u64) -> u64 {
+    raw3(n, a, b, 0).0
+}
+
+#[cfg(not(target_os = "none"))]
+fn raw3(n: u64, _a: u64, _b: u64, _c: u64) -> (u64, u64) {
     panic!("nc2dd system call {n} made outside nc2dd")
 }
 
@@ -91,4 +104,32 @@ pub fn set_timer(ms: u64) {
 /// Milliseconds since the kernel started its clock.
 pub fn uptime_ms() -> u64 {
     raw(SYS_UPTIME, 0, 0)
+}
+
+/// Reads `width` (1, 2 or 4) bytes at `offset` of the config space of claimed function `bdf`
+/// (`nc2dd_abi::syscall::pack_bdf`).
+pub fn dev_config_read(bdf: u64, offset: u16, width: u8) -> u32 {
+    raw(SYS_DEV_CONFIG_READ, bdf, config_offset(offset, width)) as u32
+}
+
+/// Writes config space of claimed function `bdf` (the kernel refuses what it owns).
+pub fn dev_config_write(bdf: u64, offset: u16, width: u8, value: u32) {
+    raw3(
+        SYS_DEV_CONFIG_WRITE,
+        bdf,
+        config_offset(offset, width),
+        u64::from(value),
+    );
+}
+
+/// DMA memory: `(vaddr, bus address)` of `len` zeroed, contiguous bytes, or `None` when the
+/// task's DMA budget cannot cover it.
+pub fn dma_alloc(len: usize) -> Option<(*mut u8, u64)> {
+    let (vaddr, bus) = raw3(SYS_DMA_ALLOC, len as u64, 0, 0);
+    (vaddr != 0).then_some((vaddr as *mut u8, bus))
+}
+
+/// Unmasks MSI-X vector `vector` of this task's device `device` after servicing it.
+pub fn irq_ack(device: usize, vector: usize) {
+    raw(SYS_IRQ_ACK, device as u64, vector as u64);
 }

@@ -94,6 +94,41 @@ pub fn plan(memmap: &[MemoryRegion], image: &KernelImage) -> Vec<Region> {
     out
 }
 
+/// Adds read-only, non-executable mappings for loader data (start info, memory map, module list,
+/// command line, modules) that the memory map does not report as RAM, page by page, merging
+/// neighbours. (Xen's HVM `firmware_override` path puts the start info below 1 MiB, outside the
+/// one RAM range it reports.) Pages already planned keep their rights.
+pub fn add_loader_ranges(plan: &mut Vec<Region>, ranges: &[(u64, u64)]) {
+    let mut extra: Vec<Region> = Vec::new();
+    for &(start, len) in ranges {
+        if len == 0 {
+            continue;
+        }
+        let first = start / PAGE * PAGE;
+        let end = (start.saturating_add(len)).div_ceil(PAGE) * PAGE;
+        let mut page = first.max(PAGE);
+        while page < end {
+            let covered = plan
+                .iter()
+                .chain(extra.iter())
+                .any(|r| r.start <= page && page < r.end);
+            if !covered {
+                match extra.last_mut() {
+                    Some(r) if r.end == page => r.end += PAGE,
+                    _ => extra.push(Region {
+                        start: page,
+                        end: page + PAGE,
+                        flags: F::PRESENT | F::NO_EXECUTE,
+                    }),
+                }
+            }
+            page += PAGE;
+        }
+    }
+    plan.extend(extra);
+    plan.sort_by_key(|r| r.start);
+}
+
 /// Identity-maps `region` into `table`, with 2 MiB pages where alignment allows.
 ///
 /// # Safety
@@ -217,6 +252,29 @@ mod tests {
             !p.iter().any(|r| r.start < 0x10_0000 && r.end > 0x9f000),
             "BIOS hole mapped"
         );
+    }
+
+    #[test]
+    fn loader_data_outside_ram_is_mapped_read_only() {
+        let mut p = plan(&[ram(0x10_0000, 0x370_0000)], &image());
+        let before = p.clone();
+        // Start info at 0x7000 (outside RAM), a module inside RAM, one straddling RAM's end.
+        add_loader_ranges(
+            &mut p,
+            &[(0x7010, 56), (0x20_0000, 0x5000), (0x37f_f000, 0x2000)],
+        );
+        let added: Vec<_> = p.iter().filter(|r| !before.contains(r)).collect();
+        assert_eq!(added.len(), 2, "{added:?}");
+        assert_eq!((added[0].start, added[0].end), (0x7000, 0x8000));
+        assert_eq!((added[1].start, added[1].end), (0x380_0000, 0x380_1000));
+        for r in added {
+            assert!(!r.flags.contains(F::WRITABLE) && r.flags.contains(F::NO_EXECUTE));
+        }
+        for w in p.windows(2) {
+            assert!(w[0].end <= w[1].start, "overlap {w:?}");
+        }
+        add_loader_ranges(&mut p, &[(0, 16)]);
+        assert!(p.iter().all(|r| r.start >= PAGE), "page 0 stays unmapped");
     }
 
     /// Frames for page tables come from a host arena; with a physical offset of zero the mapper

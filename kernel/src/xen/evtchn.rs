@@ -25,27 +25,34 @@ use super::abi::shared_info::{
 use super::hypercall::{self, Errno, Hypercall};
 use super::shared::SharedPage;
 
-/// The 2-level event arrays and one vCPU's upcall flags in the shared info page.
+/// The 2-level event arrays and one vCPU's upcall flags in the shared info page. Ports are
+/// checked against the 4096 the arrays hold: an out-of-range port is never pending, and masking
+/// or clearing it does nothing.
 #[derive(Clone, Copy)]
 pub struct SharedInfo2L<'a> {
     page: SharedPage<'a>,
+    vcpu: usize,
 }
 
 /// Low byte of the first vcpu_info word: `evtchn_upcall_pending`.
 const UPCALL_PENDING_MASK: u64 = 0xff;
 
 impl<'a> SharedInfo2L<'a> {
-    pub fn new(page: SharedPage<'a>) -> Self {
-        Self { page }
+    /// The view for `vcpu`, which must have a `vcpu_info` slot in the page.
+    pub fn new(page: SharedPage<'a>, vcpu: usize) -> Result<Self, EvtchnError> {
+        if vcpu >= XEN_LEGACY_MAX_VCPUS {
+            return Err(EvtchnError::BadVcpu(vcpu));
+        }
+        Ok(Self { page, vcpu })
     }
 
-    fn vcpu_word(&self, vcpu: usize) -> &'a core::sync::atomic::AtomicU64 {
-        self.page.word(vcpu_info_offset(vcpu))
+    fn vcpu_word(&self) -> &'a core::sync::atomic::AtomicU64 {
+        self.page.word(vcpu_info_offset(self.vcpu))
     }
 
-    fn sel_word(&self, vcpu: usize) -> &'a core::sync::atomic::AtomicU64 {
+    fn sel_word(&self) -> &'a core::sync::atomic::AtomicU64 {
         self.page
-            .word(vcpu_info_offset(vcpu) + PENDING_SEL_OFFSET_IN_VCPU)
+            .word(vcpu_info_offset(self.vcpu) + PENDING_SEL_OFFSET_IN_VCPU)
     }
 
     fn pending_word(&self, i: usize) -> &'a core::sync::atomic::AtomicU64 {
@@ -56,67 +63,71 @@ impl<'a> SharedInfo2L<'a> {
         self.page.word(EVTCHN_MASK_OFFSET + 8 * i)
     }
 
-    pub fn upcall_pending(&self, vcpu: usize) -> bool {
-        self.vcpu_word(vcpu).load(Ordering::Acquire) & UPCALL_PENDING_MASK != 0
+    pub fn upcall_pending(&self) -> bool {
+        self.vcpu_word().load(Ordering::Acquire) & UPCALL_PENDING_MASK != 0
     }
 
-    fn clear_upcall_pending(&self, vcpu: usize) {
-        self.vcpu_word(vcpu)
+    fn clear_upcall_pending(&self) {
+        self.vcpu_word()
             .fetch_and(!UPCALL_PENDING_MASK, Ordering::AcqRel);
     }
 
-    fn set_upcall_pending(&self, vcpu: usize) {
-        self.vcpu_word(vcpu).fetch_or(1, Ordering::AcqRel);
+    fn set_upcall_pending(&self) {
+        self.vcpu_word().fetch_or(1, Ordering::AcqRel);
     }
 
-    fn split(port: EvtchnPort) -> (usize, u64) {
+    /// (word, bit) of `port`, if the arrays hold it.
+    fn split(port: EvtchnPort) -> Option<(usize, u64)> {
         let p = port as usize;
-        (p / BITS_PER_EVTCHN_WORD, 1u64 << (p % BITS_PER_EVTCHN_WORD))
+        (p < EVTCHN_2L_NR_CHANNELS)
+            .then(|| (p / BITS_PER_EVTCHN_WORD, 1u64 << (p % BITS_PER_EVTCHN_WORD)))
     }
 
     pub fn is_pending(&self, port: EvtchnPort) -> bool {
-        let (w, b) = Self::split(port);
-        self.pending_word(w).load(Ordering::Acquire) & b != 0
+        Self::split(port)
+            .is_some_and(|(w, b)| self.pending_word(w).load(Ordering::Acquire) & b != 0)
     }
 
     pub fn is_masked(&self, port: EvtchnPort) -> bool {
-        let (w, b) = Self::split(port);
-        self.mask_word(w).load(Ordering::Acquire) & b != 0
+        Self::split(port).is_some_and(|(w, b)| self.mask_word(w).load(Ordering::Acquire) & b != 0)
     }
 
     pub fn mask(&self, port: EvtchnPort) {
-        let (w, b) = Self::split(port);
-        self.mask_word(w).fetch_or(b, Ordering::AcqRel);
+        if let Some((w, b)) = Self::split(port) {
+            self.mask_word(w).fetch_or(b, Ordering::AcqRel);
+        }
     }
 
     /// Clears the pending bit; true if it was set (the event is ours to deliver).
     pub fn test_and_clear_pending(&self, port: EvtchnPort) -> bool {
-        let (w, b) = Self::split(port);
-        self.pending_word(w).fetch_and(!b, Ordering::AcqRel) & b != 0
+        Self::split(port)
+            .is_some_and(|(w, b)| self.pending_word(w).fetch_and(!b, Ordering::AcqRel) & b != 0)
     }
 
     /// Unmasks `port` without a hypercall. If it was pending meanwhile, re-raises the selector and
     /// the vCPU's upcall flag as Xen would, and returns true: the caller must run a scan (the
     /// hypervisor does not re-inject an upcall for a local unmask).
-    pub fn unmask_local(&self, port: EvtchnPort, vcpu: usize) -> bool {
-        let (w, b) = Self::split(port);
+    pub fn unmask_local(&self, port: EvtchnPort) -> bool {
+        let Some((w, b)) = Self::split(port) else {
+            return false;
+        };
         self.mask_word(w).fetch_and(!b, Ordering::AcqRel);
         if self.pending_word(w).load(Ordering::Acquire) & b == 0 {
             return false;
         }
-        self.sel_word(vcpu).fetch_or(1 << w, Ordering::AcqRel);
-        self.set_upcall_pending(vcpu);
+        self.sel_word().fetch_or(1 << w, Ordering::AcqRel);
+        self.set_upcall_pending();
         true
     }
 
     /// Raises `port` as Xen does when an event arrives (host tests play the hypervisor with it).
     #[cfg(test)]
-    pub fn raise(&self, port: EvtchnPort, vcpu: usize) {
-        let (w, b) = Self::split(port);
+    pub fn raise(&self, port: EvtchnPort) {
+        let (w, b) = Self::split(port).expect("test raises a port beyond 2-level");
         let was = self.pending_word(w).fetch_or(b, Ordering::AcqRel);
         if was & b == 0 && self.mask_word(w).load(Ordering::Acquire) & b == 0 {
-            self.sel_word(vcpu).fetch_or(1 << w, Ordering::AcqRel);
-            self.set_upcall_pending(vcpu);
+            self.sel_word().fetch_or(1 << w, Ordering::AcqRel);
+            self.set_upcall_pending();
         }
     }
 }
@@ -284,29 +295,22 @@ impl<T: Copy + Eq> EventChannels<T> {
             .filter_map(move |(i, b)| b.filter(|b| b.task == task).map(|_| i as EvtchnPort))
     }
 
-    /// The upcall: delivers every pending, unmasked port of `vcpu`, calling `sink(task, bits)`
-    /// once per task per flush. Stray ports (bound to nobody) are cleared and masked.
-    pub fn upcall(
-        &self,
-        si: &SharedInfo2L<'_>,
-        vcpu: usize,
-        mut sink: impl FnMut(T, u64),
-    ) -> Result<UpcallStats, EvtchnError> {
-        if vcpu >= XEN_LEGACY_MAX_VCPUS {
-            return Err(EvtchnError::BadVcpu(vcpu));
-        }
+    /// The upcall: delivers every pending, unmasked port of the view's vCPU, calling
+    /// `sink(task, bits)` once per task per flush. Stray ports (bound to nobody) are cleared and
+    /// masked.
+    pub fn upcall(&self, si: &SharedInfo2L<'_>, mut sink: impl FnMut(T, u64)) -> UpcallStats {
         let mut stats = UpcallStats::default();
         let mut merge = Merge::new();
         let mut rounds = 0;
-        while si.upcall_pending(vcpu) || si.sel_word(vcpu).load(Ordering::Acquire) != 0 {
+        while si.upcall_pending() || si.sel_word().load(Ordering::Acquire) != 0 {
             if rounds == MAX_ROUNDS {
                 stats.more = true;
                 break;
             }
             rounds += 1;
             // Clear the flag first: an event raised from here on sets it again.
-            si.clear_upcall_pending(vcpu);
-            let mut sel = si.sel_word(vcpu).swap(0, Ordering::AcqRel);
+            si.clear_upcall_pending();
+            let mut sel = si.sel_word().swap(0, Ordering::AcqRel);
             while sel != 0 {
                 let w = sel.trailing_zeros() as usize;
                 sel &= sel - 1;
@@ -333,7 +337,7 @@ impl<T: Copy + Eq> EventChannels<T> {
             }
         }
         merge.flush(&mut sink, &mut stats);
-        Ok(stats)
+        stats
     }
 
     /// `EVTCHNOP_alloc_unbound` for `task`: a port `remote` may bind to, delivered to `bit`.
@@ -411,15 +415,14 @@ impl<T: Copy + Eq> EventChannels<T> {
     pub fn unmask(
         &self,
         si: &SharedInfo2L<'_>,
-        vcpu: usize,
         task: T,
         port: EvtchnPort,
     ) -> Result<bool, EvtchnError> {
         self.check_owner(port, task)?;
-        if vcpu >= XEN_LEGACY_MAX_VCPUS {
-            return Err(EvtchnError::BadVcpu(vcpu));
+        if port as usize >= EVTCHN_2L_NR_CHANNELS {
+            return Err(EvtchnError::PortOutOfRange(port));
         }
-        Ok(si.unmask_local(port, vcpu))
+        Ok(si.unmask_local(port))
     }
 }
 
@@ -487,31 +490,29 @@ mod tests {
     ) -> (BTreeMap<Task, u64>, UpcallStats, u32) {
         let mut got = BTreeMap::new();
         let mut calls = 0;
-        let stats = ch
-            .upcall(si, 0, |t, bits| {
-                calls += 1;
-                assert_eq!(
-                    got.insert(t, bits),
-                    None,
-                    "task notified twice in one upcall"
-                );
-            })
-            .unwrap();
+        let stats = ch.upcall(si, |t, bits| {
+            calls += 1;
+            assert_eq!(
+                got.insert(t, bits),
+                None,
+                "task notified twice in one upcall"
+            );
+        });
         (got, stats, calls)
     }
 
     #[test]
     fn one_upcall_batches_many_ports_into_one_notification_per_task() {
         let page = zeroed_page();
-        let si = SharedInfo2L::new(SharedPage::new(&page));
+        let si = SharedInfo2L::new(SharedPage::new(&page), 0).unwrap();
         let mut ch = EventChannels::new();
         // 200 ports spread over many words, alternating between two tasks, 32 bits each.
         for i in 0..200u32 {
             let port = i * 19 + 1;
             ch.bind(port, Task(i % 2), (i / 2 % 32) as u8).unwrap();
-            si.raise(port, 0);
+            si.raise(port);
         }
-        assert!(si.upcall_pending(0));
+        assert!(si.upcall_pending());
         let (got, stats, calls) = collect(&ch, &si);
         assert_eq!(stats.delivered, 200);
         assert_eq!(stats.stray, 0);
@@ -521,7 +522,7 @@ mod tests {
         for i in 0..200u32 {
             assert!(!si.is_pending(i * 19 + 1));
         }
-        assert!(!si.upcall_pending(0));
+        assert!(!si.upcall_pending());
         // Nothing left: a second upcall delivers nothing.
         let (got, stats, _) = collect(&ch, &si);
         assert!(got.is_empty());
@@ -531,16 +532,14 @@ mod tests {
     #[test]
     fn more_tasks_than_merge_slots_still_notify_each_once_per_flush() {
         let page = zeroed_page();
-        let si = SharedInfo2L::new(SharedPage::new(&page));
+        let si = SharedInfo2L::new(SharedPage::new(&page), 0).unwrap();
         let mut ch = EventChannels::new();
         for t in 0..40u32 {
             ch.bind(t, Task(t), 3).unwrap();
-            si.raise(t, 0);
+            si.raise(t);
         }
         let mut seen = BTreeMap::new();
-        let stats = ch
-            .upcall(&si, 0, |t, bits| *seen.entry(t).or_insert(0) |= bits)
-            .unwrap();
+        let stats = ch.upcall(&si, |t, bits| *seen.entry(t).or_insert(0) |= bits);
         assert_eq!(seen.len(), 40);
         assert!(seen.values().all(|&b| b == 1 << 3));
         assert_eq!(stats.notifications, 40);
@@ -549,30 +548,27 @@ mod tests {
     #[test]
     fn masked_ports_wait_and_unmask_asks_for_a_scan() {
         let page = zeroed_page();
-        let si = SharedInfo2L::new(SharedPage::new(&page));
+        let si = SharedInfo2L::new(SharedPage::new(&page), 0).unwrap();
         let mut ch = EventChannels::new();
         ch.bind(70, Task(1), 5).unwrap();
         si.mask(70);
-        si.raise(70, 0);
+        si.raise(70);
         let (got, _, _) = collect(&ch, &si);
         assert!(got.is_empty());
         assert!(si.is_pending(70), "a masked event stays pending");
-        assert_eq!(
-            ch.unmask(&si, 0, Task(2), 70),
-            Err(EvtchnError::NotOwner(70))
-        );
-        assert_eq!(ch.unmask(&si, 0, Task(1), 70), Ok(true));
+        assert_eq!(ch.unmask(&si, Task(2), 70), Err(EvtchnError::NotOwner(70)));
+        assert_eq!(ch.unmask(&si, Task(1), 70), Ok(true));
         let (got, _, _) = collect(&ch, &si);
         assert_eq!(got[&Task(1)], 1 << 5);
-        assert_eq!(ch.unmask(&si, 0, Task(1), 70), Ok(false));
+        assert_eq!(ch.unmask(&si, Task(1), 70), Ok(false));
     }
 
     #[test]
     fn stray_ports_are_cleared_and_masked() {
         let page = zeroed_page();
-        let si = SharedInfo2L::new(SharedPage::new(&page));
+        let si = SharedInfo2L::new(SharedPage::new(&page), 0).unwrap();
         let ch = EventChannels::<Task>::new();
-        si.raise(9, 0);
+        si.raise(9);
         let (got, stats, _) = collect(&ch, &si);
         assert!(got.is_empty());
         assert_eq!(stats.stray, 1);
@@ -583,7 +579,7 @@ mod tests {
     #[test]
     fn concurrent_raises_are_each_delivered_exactly_once() {
         let page = zeroed_page();
-        let si = SharedInfo2L::new(SharedPage::new(&page));
+        let si = SharedInfo2L::new(SharedPage::new(&page), 0).unwrap();
         let mut ch = EventChannels::new();
         for port in 0..1000u32 {
             ch.bind(port, Task(port), 0).unwrap();
@@ -592,23 +588,22 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 for port in 0..1000u32 {
-                    si.raise(port, 0);
+                    si.raise(port);
                 }
             });
             while seen.len() < 1000 {
-                ch.upcall(&si, 0, |t, _| {
+                ch.upcall(&si, |t, _| {
                     assert_eq!(seen.insert(t, ()), None, "{t:?} delivered twice");
-                })
-                .unwrap();
+                });
             }
         });
-        assert!(!si.upcall_pending(0));
+        assert!(!si.upcall_pending());
     }
 
     #[test]
     fn a_storm_cannot_keep_an_upcall_forever() {
         let page = zeroed_page();
-        let si = SharedInfo2L::new(SharedPage::new(&page));
+        let si = SharedInfo2L::new(SharedPage::new(&page), 0).unwrap();
         let mut ch = EventChannels::new();
         ch.bind(1, Task(0), 0).unwrap();
         let stop = core::sync::atomic::AtomicBool::new(false);
@@ -616,12 +611,12 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
-                    si.raise(1, 0);
+                    si.raise(1);
                 }
             });
             // Until the raiser has been seen many times (it may start late).
             while delivered < 100 {
-                let st = ch.upcall(&si, 0, |_, _| {}).unwrap();
+                let st = ch.upcall(&si, |_, _| {});
                 assert!(
                     st.delivered <= MAX_ROUNDS,
                     "one upcall ran {} rounds",
@@ -702,7 +697,7 @@ mod tests {
         };
         for _ in 0..cases(200, 20_000) {
             let page = zeroed_page();
-            let si = SharedInfo2L::new(SharedPage::new(&page));
+            let si = SharedInfo2L::new(SharedPage::new(&page), 0).unwrap();
             let mut ch = EventChannels::new();
             // Ports are drawn from a small range so they collide often.
             let range = 1 + rnd(300) as u32;
@@ -716,7 +711,7 @@ mod tests {
                 let p = rnd(u64::from(range)) as u32;
                 match rnd(4) {
                     0 => {
-                        si.raise(p, 0);
+                        si.raise(p);
                         pending.insert(p);
                     }
                     1 => {
@@ -725,7 +720,7 @@ mod tests {
                     }
                     2 => {
                         if let Some(b) = ch.binding(p) {
-                            let scan = ch.unmask(&si, 0, b.task, p).unwrap();
+                            let scan = ch.unmask(&si, b.task, p).unwrap();
                             masked.remove(&p);
                             assert_eq!(scan, pending.contains(&p));
                         }
@@ -743,8 +738,7 @@ mod tests {
                             pending.remove(&q);
                         }
                         let mut got = BTreeMap::new();
-                        ch.upcall(&si, 0, |t, bits| *got.entry(t).or_default() |= bits)
-                            .unwrap();
+                        ch.upcall(&si, |t, bits| *got.entry(t).or_default() |= bits);
                         assert_eq!(got, want);
                     }
                 }
@@ -754,5 +748,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn views_and_ports_outside_the_page_are_refused() {
+        let page = zeroed_page();
+        assert!(matches!(
+            SharedInfo2L::new(SharedPage::new(&page), 32),
+            Err(EvtchnError::BadVcpu(32))
+        ));
+        let si = SharedInfo2L::new(SharedPage::new(&page), 31).unwrap();
+        let mut ch = EventChannels::with_ports(8192);
+        ch.bind(5000, Task(1), 0).unwrap();
+        assert_eq!(
+            ch.unmask(&si, Task(1), 5000),
+            Err(EvtchnError::PortOutOfRange(5000))
+        );
+        si.mask(5000);
+        assert!(!si.is_pending(5000) && !si.is_masked(5000));
+        assert!(!si.test_and_clear_pending(5000));
+        assert!(page.iter().all(|w| w.load(Ordering::Relaxed) == 0));
+        // The last vCPU's slot is usable and separate from the event arrays.
+        si.raise(4095);
+        assert!(si.upcall_pending());
+        let stats = ch.upcall(&si, |_, _| {});
+        assert_eq!(stats.stray, 1);
     }
 }

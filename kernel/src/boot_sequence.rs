@@ -25,6 +25,7 @@ use x86_64::{PhysAddr, VirtAddr};
 
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::{console, cpu, entry, gdt, idt, lapic, phys, syscall};
+use crate::devices::{DEVICES, Devices};
 use crate::tasks::{FRAMES, KERNEL, Kernel};
 use kernel::boot::cmdline;
 use kernel::boot::start_info::MemoryType;
@@ -55,6 +56,35 @@ unsafe impl x86_64::structures::paging::FrameAllocator<Size4KiB> for Frames<'_, 
 }
 
 static START_INFO: spin::Once<StartInfo> = spin::Once::new();
+/// Physical address of the kernel's PML4, for mappings made after boot.
+static KERNEL_L4: spin::Once<u64> = spin::Once::new();
+
+/// Identity-maps `[phys, phys + len)` uncached in kernel space (device registers). Kernel
+/// mappings below 512 GiB live under the PML4 slot every task shares, so all see them.
+pub fn map_kernel_mmio(phys: u64, len: u64) {
+    let Some(&l4) = KERNEL_L4.get() else { return };
+    // SAFETY: the kernel PML4 is identity-mapped; offset 0 translates every table frame.
+    let mut mapper =
+        unsafe { OffsetPageTable::new(&mut *(l4 as *mut PageTable), VirtAddr::new(0)) };
+    let region = paging::Region {
+        start: phys & !0xfff,
+        end: (phys + len).div_ceil(4096) * 4096,
+        flags: PageTableFlags::PRESENT
+            | PageTableFlags::WRITABLE
+            | PageTableFlags::NO_EXECUTE
+            | PageTableFlags::NO_CACHE
+            | PageTableFlags::WRITE_THROUGH,
+    };
+    let mut frames = FRAMES.lock();
+    let Some(frames) = frames.as_mut() else {
+        return;
+    };
+    // SAFETY: device registers are not RAM, so the mapping aliases nothing the kernel uses.
+    match unsafe { paging::map_region(&mut mapper, &region, &mut Frames(frames)) } {
+        Ok(()) | Err(x86_64::structures::paging::mapper::MapToError::PageAlreadyMapped(_)) => {}
+        Err(e) => fail(format_args!("mapping device registers at {phys:#x}: {e:?}")),
+    }
+}
 
 pub fn fail(what: core::fmt::Arguments<'_>) -> ! {
     error!("{what}");
@@ -236,6 +266,11 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         table.channel_count()
     );
     *FRAMES.lock() = Some(frames);
+    KERNEL_L4.call_once(|| l4_paddr);
+    let devices = Devices::init(&table, lapic::id(), &mut |phys, len| {
+        map_kernel_mmio(phys, len)
+    });
+    *DEVICES.lock() = Some(devices);
     let servers = |name: &str| bm.find(EntryKind::Server, name).map(|e| e.data);
     let k =
         Kernel::new(table, &servers, si.cmdline()).unwrap_or_else(|e| fail(format_args!("{e}")));

@@ -74,6 +74,11 @@ pub fn init(xen: bool) -> u32 {
     per_tick
 }
 
+/// This CPU's local APIC id (where device interrupts are sent).
+pub fn id() -> u8 {
+    (read(0x20) >> 24) as u8
+}
+
 pub fn eoi() {
     write(EOI, 0);
 }

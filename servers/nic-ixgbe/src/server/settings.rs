@@ -1,0 +1,75 @@
+//! The server's settings from its task arguments (`nc2dd.nic-ixgbe.<key>=<value>` on the kernel
+//! command line):
+//!
+//! - `mac0` .. `mac7`: a MAC to give a pool of its own (in order: the first one given gets the
+//!   first free pool);
+//! - `ip0` .. `ip7`: the IPv4 address the responder answers ARP and ping for on the pool of the
+//!   same `macN`;
+//! - `frames=N`: finish after N received frames (default: run until a peer's "done" frame);
+//! - `poll=MS`: the fallback poll interval when no interrupt comes (default 20 ms).
+//!
+//! A value that does not parse is an error naming the key, never silently dropped.
+
+use super::respond::{parse_ipv4, parse_mac};
+
+pub const MAX_MACS: usize = 8;
+const MAC_KEYS: [&str; MAX_MACS] = [
+    "mac0", "mac1", "mac2", "mac3", "mac4", "mac5", "mac6", "mac7",
+];
+const IP_KEYS: [&str; MAX_MACS] = ["ip0", "ip1", "ip2", "ip3", "ip4", "ip5", "ip6", "ip7"];
+const DEFAULT_POLL_MS: u64 = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guest {
+    pub mac: [u8; 6],
+    pub ip: Option<[u8; 4]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Index `n` holds `macN` / `ipN`.
+    pub guests: [Option<Guest>; MAX_MACS],
+    /// 0 = no limit.
+    pub frames: u64,
+    pub poll_ms: u64,
+}
+
+/// A task argument that did not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadArg(pub &'static str);
+
+impl Settings {
+    /// Reads the settings through `arg` (the task info's argument lookup).
+    pub fn from_args<'a>(arg: impl Fn(&str) -> Option<&'a str>) -> Result<Self, BadArg> {
+        let mut guests = [None; MAX_MACS];
+        for (n, g) in guests.iter_mut().enumerate() {
+            let ip = match arg(IP_KEYS[n]) {
+                Some(v) => Some(parse_ipv4(v).ok_or(BadArg(IP_KEYS[n]))?),
+                None => None,
+            };
+            match arg(MAC_KEYS[n]) {
+                Some(v) => {
+                    let mac = parse_mac(v).ok_or(BadArg(MAC_KEYS[n]))?;
+                    *g = Some(Guest { mac, ip });
+                }
+                // An address with no MAC to answer on is a mistake worth reporting.
+                None if ip.is_some() => return Err(BadArg(IP_KEYS[n])),
+                None => {}
+            }
+        }
+        let number = |key: &'static str, default: u64| match arg(key) {
+            Some(v) => v.parse::<u64>().map_err(|_| BadArg(key)),
+            None => Ok(default),
+        };
+        let frames = number("frames", 0)?;
+        let poll_ms = number("poll", DEFAULT_POLL_MS)?;
+        if poll_ms == 0 {
+            return Err(BadArg("poll"));
+        }
+        Ok(Self {
+            guests,
+            frames,
+            poll_ms,
+        })
+    }
+}

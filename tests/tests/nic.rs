@@ -1,0 +1,485 @@
+//! The NIC server exchanging real Ethernet frames: nc2dd boots in QEMU with an igb (82576) on a
+//! `-netdev dgram` backend whose other end is a peer in this test process (tests/src/netpeer.rs).
+//! The server gives two MACs a VMDq pool each; the peer ARPs for the pool-0 address, pings it,
+//! sends malformed frames that must be dropped, probes both MACs (each probe must be answered
+//! from its own pool), and finally sends "done" so the system ends itself.
+//!
+//! The host tests at the top compile the server's responder and settings parser from their source
+//! files (they depend on `core` alone) and check them against the peer's frame builders, so the
+//! two sides of the wire are tested against each other without QEMU too.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use image::qemu::QemuConfig;
+use nc2dd_tests::netpeer::{self, Echo, NetPeer};
+use nc2dd_tests::qemu::{self, Expect, Outcome};
+
+#[path = "../../servers/nic-ixgbe/src/server/respond.rs"]
+mod respond;
+#[path = "../../servers/nic-ixgbe/src/server/settings.rs"]
+mod settings;
+
+const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const PEER_IP: [u8; 4] = [192, 0, 2, 1];
+/// RFC 5737 documentation addresses: they exist only on the emulated wire.
+const IP0: [u8; 4] = [192, 0, 2, 2];
+const MAC0: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+const MAC1: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x57];
+/// The igb's own (permanent) address: no pool receives for it.
+const NIC_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x00];
+
+// ---- host: the server's responder against the peer's frames -------------------------------
+
+fn pool0() -> respond::Identity {
+    respond::Identity {
+        pool: 0,
+        mac: MAC0,
+        ip: Some(IP0),
+    }
+}
+
+fn answer(frame: &[u8], me: &respond::Identity) -> (respond::Verdict, Vec<u8>) {
+    let mut out = vec![0u8; 2048];
+    let v = respond::respond(frame, me, &mut out);
+    if let respond::Verdict::Reply { len, .. } = v {
+        out.truncate(len);
+    } else {
+        out.clear();
+    }
+    (v, out)
+}
+
+fn echo(payload: Vec<u8>) -> Echo {
+    Echo {
+        eth_dst: MAC0,
+        eth_src: PEER_MAC,
+        src_ip: PEER_IP,
+        dst_ip: IP0,
+        ttl: 64,
+        id: 0x4e43,
+        seq: 1,
+        payload,
+    }
+}
+
+#[test]
+fn responder_answers_arp_for_its_address_only() {
+    let (v, reply) = answer(&netpeer::arp_request(PEER_MAC, PEER_IP, IP0), &pool0());
+    assert_eq!(
+        v,
+        respond::Verdict::Reply {
+            len: 60,
+            answer: respond::Answer::Arp
+        }
+    );
+    let r = netpeer::parse_arp_reply(&reply).expect("an ARP reply");
+    assert_eq!(
+        (r.eth_dst, r.eth_src, r.sender_mac, r.sender_ip),
+        (PEER_MAC, MAC0, MAC0, IP0)
+    );
+    assert_eq!((r.target_mac, r.target_ip), (PEER_MAC, PEER_IP));
+
+    let other = netpeer::arp_request(PEER_MAC, PEER_IP, [192, 0, 2, 99]);
+    assert!(matches!(
+        answer(&other, &pool0()).0,
+        respond::Verdict::Ignored(_)
+    ));
+    let no_ip = respond::Identity {
+        ip: None,
+        ..pool0()
+    };
+    let req = netpeer::arp_request(PEER_MAC, PEER_IP, IP0);
+    assert!(matches!(
+        answer(&req, &no_ip).0,
+        respond::Verdict::Ignored(_)
+    ));
+}
+
+#[test]
+fn responder_answers_echo_with_the_same_payload_and_valid_checksums() {
+    for size in [0usize, 1, 56, 1472] {
+        let req = echo((0..size).map(|i| (i * 7) as u8).collect());
+        let (v, reply) = answer(&netpeer::icmp_echo_request(&req), &pool0());
+        assert!(
+            matches!(
+                v,
+                respond::Verdict::Reply {
+                    answer: respond::Answer::Echo { id: 0x4e43, seq: 1 },
+                    ..
+                }
+            ),
+            "{size}: {v:?}"
+        );
+        let r = netpeer::parse_icmp_echo_reply(&reply).expect("checksums and lengths valid");
+        assert_eq!((r.eth_dst, r.eth_src), (PEER_MAC, MAC0));
+        assert_eq!((r.src_ip, r.dst_ip, r.id, r.seq), (IP0, PEER_IP, 0x4e43, 1));
+        assert_eq!(r.payload, req.payload, "{size}-byte payload echoed");
+    }
+}
+
+#[test]
+fn responder_counts_broken_frames_as_malformed_and_never_answers_them() {
+    use respond::{Malformed as M, Verdict as V};
+    let me = pool0();
+    let good = netpeer::icmp_echo_request(&echo(vec![0xAB; 32]));
+    let cases: Vec<(&str, Vec<u8>, M)> = vec![
+        ("runt", good[..10].to_vec(), M::ShortFrame),
+        (
+            "group source",
+            {
+                let mut f = good.clone();
+                f[6] = 0x01;
+                f
+            },
+            M::GroupSource,
+        ),
+        (
+            "ICMP checksum",
+            {
+                let mut f = good.clone();
+                f[40] ^= 0xFF;
+                f
+            },
+            M::IcmpChecksum,
+        ),
+        (
+            "IPv4 checksum",
+            {
+                let mut f = good.clone();
+                f[14 + 8] = 1; // TTL changed, checksum not
+                f
+            },
+            M::IpChecksum,
+        ),
+        (
+            "IPv4 length past the frame",
+            {
+                let mut f = good.clone();
+                f[16..18].copy_from_slice(&2000u16.to_be_bytes());
+                f
+            },
+            M::IpLength,
+        ),
+        (
+            "IPv4 header length past the frame",
+            {
+                let mut f = good[..14 + 20].to_vec();
+                f[14] = 0x4F;
+                f
+            },
+            M::IpHeader,
+        ),
+        (
+            "truncated ARP",
+            netpeer::arp_request(PEER_MAC, PEER_IP, IP0)[..30].to_vec(),
+            M::ArpHeader,
+        ),
+        (
+            "ARP for another protocol",
+            {
+                let mut f = netpeer::arp_request(PEER_MAC, PEER_IP, IP0);
+                f[16] = 0x86;
+                f
+            },
+            M::ArpHeader,
+        ),
+        (
+            "test frame without magic",
+            {
+                let mut f = netpeer::test_frame(MAC0, PEER_MAC, netpeer::TEST_PROBE, 0, 1);
+                f[14] = b'X';
+                f
+            },
+            M::TestFrame,
+        ),
+    ];
+    for (what, frame, want) in cases {
+        let (v, reply) = answer(&frame, &me);
+        assert_eq!(v, V::Malformed(want), "{what}");
+        assert!(reply.is_empty(), "{what}: no reply");
+    }
+}
+
+#[test]
+fn responder_acks_probes_with_its_pool_and_obeys_done() {
+    let me = respond::Identity {
+        pool: 1,
+        mac: MAC1,
+        ip: None,
+    };
+    let probe = netpeer::test_frame(MAC1, PEER_MAC, netpeer::TEST_PROBE, 0, 77);
+    let (_, reply) = answer(&probe, &me);
+    let t = netpeer::parse_test_frame(&reply).expect("an ack");
+    assert_eq!((t.eth_dst, t.eth_src), (PEER_MAC, MAC1));
+    assert_eq!((t.op, t.pool, t.seq), (netpeer::TEST_ACK, 1, 77));
+    let to_other = netpeer::test_frame(MAC0, PEER_MAC, netpeer::TEST_PROBE, 0, 1);
+    assert!(matches!(
+        answer(&to_other, &me).0,
+        respond::Verdict::Ignored(_)
+    ));
+    let done = netpeer::test_frame(MAC1, PEER_MAC, netpeer::TEST_DONE, 0, 0);
+    assert_eq!(answer(&done, &me).0, respond::Verdict::Done);
+}
+
+#[test]
+fn server_settings_come_from_task_arguments() {
+    let args = |list: &'static [(&'static str, &'static str)]| {
+        move |k: &str| list.iter().find(|(key, _)| *key == k).map(|(_, v)| *v)
+    };
+    let s = settings::Settings::from_args(args(&[
+        ("mac0", "52:54:00:12:34:56"),
+        ("ip0", "192.0.2.2"),
+        ("mac1", "52:54:00:12:34:57"),
+        ("frames", "9"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        s.guests[0],
+        Some(settings::Guest {
+            mac: MAC0,
+            ip: Some(IP0)
+        })
+    );
+    assert_eq!(
+        s.guests[1],
+        Some(settings::Guest {
+            mac: MAC1,
+            ip: None
+        })
+    );
+    assert!(s.guests[2..].iter().all(Option::is_none));
+    assert_eq!((s.frames, s.poll_ms), (9, 20));
+    let bad = |list| settings::Settings::from_args(args(list)).unwrap_err().0;
+    assert_eq!(bad(&[("mac0", "01:00:5e:00:00:01")]), "mac0", "group MAC");
+    assert_eq!(bad(&[("mac0", "52:54:00:12:34")]), "mac0");
+    assert_eq!(
+        bad(&[("mac0", "52:54:00:12:34:56"), ("ip0", "192.0.2.256")]),
+        "ip0"
+    );
+    assert_eq!(bad(&[("ip3", "192.0.2.3")]), "ip3", "address without a MAC");
+    assert_eq!(bad(&[("mac0", "52:54:00:12:34:56"), ("poll", "0")]), "poll");
+    assert_eq!(respond::Mac(MAC0).to_string(), netpeer::mac_string(MAC0));
+    assert_eq!(respond::parse_ipv4("1.2.3"), None);
+    assert_eq!(respond::parse_mac("52:54:00:12:34:5g"), None);
+}
+
+// ---- QEMU: the server in the image on the igb ------------------------------------------------
+
+const DEADLINE: Duration = Duration::from_secs(300);
+const PEER_DEADLINE: Duration = Duration::from_secs(240);
+
+/// What the peer saw, for the assertions after the run.
+#[derive(Debug, Default)]
+struct PeerLog {
+    arp_from: Option<[u8; 6]>,
+    echo_payload_ok: bool,
+    acks: Vec<(u8, [u8; 6])>,
+}
+
+/// Sends `frame` every `every` until `pick` accepts a received frame, `stop` is set, or
+/// `deadline` passes.
+fn ask<T>(
+    peer: &NetPeer,
+    frame: &[u8],
+    every: Duration,
+    deadline: Instant,
+    stop: &AtomicBool,
+    mut pick: impl FnMut(&[u8]) -> Option<T>,
+) -> Result<T, String> {
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        peer.send(frame).map_err(|e| format!("send: {e}"))?;
+        let until = (Instant::now() + every).min(deadline);
+        if let Some(t) = peer
+            .recv_match(until, &mut pick)
+            .map_err(|e| format!("recv: {e}"))?
+        {
+            return Ok(t);
+        }
+    }
+    Err("no answer before the deadline".into())
+}
+
+fn converse(peer: &NetPeer, stop: &AtomicBool, log: &mut PeerLog) -> Result<(), String> {
+    let deadline = Instant::now() + PEER_DEADLINE;
+    // Boot takes a while: keep asking until the server's pool 0 is up.
+    let arp = ask(
+        peer,
+        &netpeer::arp_request(PEER_MAC, PEER_IP, IP0),
+        Duration::from_secs(1),
+        deadline,
+        stop,
+        |f| netpeer::parse_arp_reply(f).filter(|r| r.sender_ip == IP0 && r.target_ip == PEER_IP),
+    )
+    .map_err(|e| format!("ARP who-has {IP0:?}: {e}"))?;
+    if (arp.eth_dst, arp.eth_src, arp.target_mac) != (PEER_MAC, MAC0, PEER_MAC) {
+        return Err(format!("ARP reply addressed wrongly: {arp:?}"));
+    }
+    log.arp_from = Some(arp.sender_mac);
+
+    let req = Echo {
+        eth_dst: arp.sender_mac,
+        eth_src: PEER_MAC,
+        src_ip: PEER_IP,
+        dst_ip: IP0,
+        ttl: 64,
+        id: 0x4e43,
+        seq: 1,
+        payload: (0..200u32).map(|i| (i * 13 + 5) as u8).collect(),
+    };
+    let reply = ask(
+        peer,
+        &netpeer::icmp_echo_request(&req),
+        Duration::from_secs(2),
+        deadline,
+        stop,
+        |f| netpeer::parse_icmp_echo_reply(f).filter(|r| r.id == req.id && r.seq == req.seq),
+    )
+    .map_err(|e| format!("ping: {e}"))?;
+    if (reply.eth_dst, reply.eth_src, reply.src_ip, reply.dst_ip) != (PEER_MAC, MAC0, IP0, PEER_IP)
+    {
+        return Err(format!("echo reply addressed wrongly: {reply:?}"));
+    }
+    log.echo_payload_ok = reply.payload == req.payload;
+
+    // Frames the server must count as malformed and drop: a bad ICMP checksum, a cut ARP.
+    let mut bad = netpeer::icmp_echo_request(&Echo {
+        seq: 2,
+        ..req.clone()
+    });
+    bad[40] ^= 0xFF;
+    peer.send(&bad).map_err(|e| e.to_string())?;
+    let mut cut = netpeer::arp_request(PEER_MAC, PEER_IP, IP0);
+    cut.truncate(14 + 20);
+    cut.resize(60, 0);
+    cut[14 + 4] = 7; // hardware address length: no longer Ethernet ARP
+    peer.send(&cut).map_err(|e| e.to_string())?;
+
+    for (pool, mac, seq) in [(0u8, MAC0, 100u16), (1, MAC1, 101)] {
+        let probe = netpeer::test_frame(mac, PEER_MAC, netpeer::TEST_PROBE, pool, seq);
+        let ack = ask(peer, &probe, Duration::from_secs(2), deadline, stop, |f| {
+            netpeer::parse_test_frame(f)
+                .filter(|t| t.op == netpeer::TEST_ACK && t.seq == seq && t.eth_dst == PEER_MAC)
+        })
+        .map_err(|e| format!("probe to {}: {e}", netpeer::mac_string(mac)))?;
+        log.acks.push((ack.pool, ack.eth_src));
+    }
+    Ok(())
+}
+
+fn boot_with_peer() -> (Outcome, Result<(), String>, PeerLog) {
+    let peer = NetPeer::bind().expect("peer socket on 127.0.0.1");
+    let a = qemu::system_artefacts("nic");
+    let mut cfg = QemuConfig::new(a.kernel.clone());
+    cfg.module = Some(a.module.clone());
+    cfg.cmdline = format!(
+        "nc2dd.shutdown=allow nc2dd.nic-ixgbe.mac0={} nc2dd.nic-ixgbe.ip0=192.0.2.2 \
+         nc2dd.nic-ixgbe.mac1={}",
+        netpeer::mac_string(MAC0),
+        netpeer::mac_string(MAC1)
+    );
+    cfg.extra = vec![
+        "-netdev".into(),
+        peer.netdev("n0").expect("netdev argument"),
+        "-device".into(),
+        format!("igb,netdev=n0,mac={}", netpeer::mac_string(NIC_MAC)),
+    ];
+    let stop = Arc::new(AtomicBool::new(false));
+    let talker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut log = PeerLog::default();
+            let r = converse(&peer, &stop, &mut log);
+            // Finish the run either way, so a failed exchange reports at once.
+            for _ in 0..3 {
+                let _ = peer.send(&netpeer::test_frame(
+                    MAC0,
+                    PEER_MAC,
+                    netpeer::TEST_DONE,
+                    0,
+                    0,
+                ));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (r, log)
+        })
+    };
+    let mut expect = Expect::pass();
+    expect.fail_on = vec!["NC2DD_FAIL", "NC2DD_PANIC", "NC2DD_FAULT"];
+    let out = qemu::run("nic-igb-frames", &cfg, DEADLINE, &expect);
+    stop.store(true, Ordering::Relaxed);
+    let (peer_result, log) = talker.join().expect("peer thread");
+    let out = out.unwrap_or_else(|e| panic!("{e}\npeer: {peer_result:?}"));
+    (out, peer_result, log)
+}
+
+fn has(out: &Outcome, needle: &str) {
+    assert!(
+        out.line_with(needle).is_some(),
+        "no line with {needle:?} (log {})",
+        out.log_path.display()
+    );
+}
+
+#[test]
+fn igb_pools_exchange_frames_with_a_host_peer() {
+    let (out, peer, log) = boot_with_peer();
+    peer.unwrap_or_else(|e| panic!("peer: {e} (log {})", out.log_path.display()));
+    assert_eq!(log.arp_from, Some(MAC0), "ARP answered with the pool-0 MAC");
+    assert!(
+        log.echo_payload_ok,
+        "echo reply carries the request's payload"
+    );
+    assert_eq!(
+        log.acks,
+        vec![(0, MAC0), (1, MAC1)],
+        "each MAC answered from its own pool"
+    );
+
+    has(&out, "nic-ixgbe: device ");
+    has(&out, " 8086:10c9, BAR0 at ");
+    has(&out, "nic-ixgbe: link up");
+    let peer_mac = netpeer::mac_string(PEER_MAC);
+    for (pool, mac) in [(0, MAC0), (1, MAC1)] {
+        has(
+            &out,
+            &format!("nic-ixgbe: pool {pool}: mac {}", netpeer::mac_string(mac)),
+        );
+        has(
+            &out,
+            &format!(
+                "nic-ixgbe: pool {pool}: frame from {peer_mac} to {} type 0x88b5 len 60: probe {} acknowledged",
+                netpeer::mac_string(mac),
+                100 + pool
+            ),
+        );
+    }
+    // The probes must not have shown up on the other pool.
+    assert!(
+        out.line_with(&format!(
+            "pool 1: frame from {peer_mac} to {}",
+            netpeer::mac_string(MAC0)
+        ))
+        .is_none()
+            && out
+                .line_with(&format!(
+                    "pool 0: frame from {peer_mac} to {}",
+                    netpeer::mac_string(MAC1)
+                ))
+                .is_none(),
+        "a frame arrived on the wrong pool (log {})",
+        out.log_path.display()
+    );
+    has(&out, "ARP request answered");
+    has(&out, "echo request id 20035 seq 1 answered");
+    has(&out, "malformed (bad ICMP checksum), dropped");
+    has(&out, "malformed (bad ARP header), dropped");
+    has(&out, "done requested");
+    has(&out, "nic-ixgbe: finished after ");
+    has(&out, "supervisor: task 1 exited with status 0");
+    eprintln!(
+        "nic frame exchange passed under {} in {:?}",
+        out.accel, out.elapsed
+    );
+}

@@ -267,7 +267,9 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     );
     *FRAMES.lock() = Some(frames);
     KERNEL_L4.call_once(|| l4_paddr);
-    let devices = Devices::init(&table, lapic::id(), &mut |phys, len| {
+    let platform = crate::platform::discover(si.rsdp_paddr);
+    let access = crate::platform::config_access(&platform);
+    let devices = Devices::init(&table, access, lapic::id(), &mut |phys, len| {
         map_kernel_mmio(phys, len)
     });
     *DEVICES.lock() = Some(devices);
@@ -278,7 +280,8 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         info!("  task {i}: {}", t.name);
     }
     *KERNEL.lock() = Some(k);
-    let per_tick = lapic::init(xen);
+    let (per_tick, tsc_hz) = lapic::init(xen);
+    crate::platform::init_clock(&platform, tsc_hz);
     info!(
         "timer: local APIC tick every {} ms ({} counts)",
         lapic::TICK_MS,

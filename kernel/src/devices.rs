@@ -1,9 +1,7 @@
 //! The devices the system description gives to tasks: found at boot, bound to their tasks,
 //! their interrupts routed, and the device system calls.
 //!
-//! Owns: PCI configuration access (ports 0xCF8/0xCFC, which QEMU's q35 and Xen's HVM device
-//! model both provide; ECAM through the MCFG is left for machines that need config space above
-//! 256 bytes), the claim plan, each task's config guard and DMA budget, the MSI-X tables (mapped
+//! Owns: PCI configuration access (ECAM or the ports, as `platform` chose), the claim plan, each task's config guard and DMA budget, the MSI-X tables (mapped
 //! uncached in kernel space only: a task never sees its device's table or PBA) and the vector
 //! router. Invariants: a task reaches exactly the config space, BAR pages and DMA memory of its own
 //! claims; an MSI-X vector stays masked from its interrupt until its task acknowledges it.
@@ -17,13 +15,15 @@ use nc2dd_abi::syscall::pack_bdf;
 use nc2dd_abi::system_table::Table;
 use x86_64::instructions::port::Port;
 
+use alloc::boxed::Box;
 use kernel::dev::claim::{self, Binding, Interrupts, Plan};
 use kernel::dev::config_guard::{ConfigGuard, Refusal};
 use kernel::dev::dma::{DmaBudget, DmaRegion};
 use kernel::dev::mmio::Mmio;
 use kernel::dev::msix::{self, AckAction, Delivery, MsixTable, Router, Source};
+use kernel::dev::pci::ConfigAccess;
 use kernel::dev::pci::{self, Bdf, Function};
-use kernel::dev::pci_access::{PortAccess, PortIo};
+use kernel::dev::pci_access::PortIo;
 
 /// Port I/O for the configuration ports.
 pub struct Ports;
@@ -54,6 +54,12 @@ pub struct PhysMmio {
     len: usize,
 }
 
+impl PhysMmio {
+    pub fn new(base: u64, len: usize) -> Self {
+        PhysMmio { base, len }
+    }
+}
+
 impl Mmio for PhysMmio {
     fn read32(&self, offset: usize) -> u32 {
         if offset + 4 > self.len {
@@ -80,7 +86,7 @@ pub struct TaskDevice {
 }
 
 pub struct Devices {
-    access: PortAccess<Ports>,
+    access: Box<dyn ConfigAccess + Send + Sync>,
     guards: Vec<ConfigGuard>,
     router: Router,
     tables: Vec<(Bdf, MsixTable<PhysMmio>)>,
@@ -122,13 +128,14 @@ impl Devices {
     /// Enumerates PCI, binds the table's claims, enables the bound functions and routes their
     /// MSI-X vectors to the tasks' bits on `dest_apic`. `map_mmio(phys, len)` identity-maps a
     /// register window uncached in kernel space.
-    pub fn init(table: &Table<'_>, dest_apic: u8, map_mmio: &mut dyn FnMut(u64, u64)) -> Devices {
-        let access = PortAccess::new(Ports);
-        let functions = pci::enumerate(&access, 0, 0);
-        info!(
-            "pci: {} functions (config through ports 0xcf8/0xcfc)",
-            functions.len()
-        );
+    pub fn init(
+        table: &Table<'_>,
+        access: Box<dyn ConfigAccess + Send + Sync>,
+        dest_apic: u8,
+        map_mmio: &mut dyn FnMut(u64, u64),
+    ) -> Devices {
+        let functions = pci::enumerate(access.as_ref(), 0, 0);
+        info!("pci: {} functions", functions.len());
         pci::log_all(&functions);
         let requests = claim::requests(table);
         let plan: Plan<'_> = claim::resolve(&requests, &functions);
@@ -185,7 +192,7 @@ impl Devices {
         dest_apic: u8,
         map_mmio: &mut dyn FnMut(u64, u64),
     ) -> TaskDevice {
-        claim::enable_function(&self.access, b.bdf);
+        claim::enable_function(self.access.as_ref(), b.bdf);
         info.present = 1;
         info.bdf = pack_bdf(b.bdf.segment, b.bdf.bus, b.bdf.device, b.bdf.function);
         info.vendor = b.vendor;
@@ -220,7 +227,7 @@ impl Devices {
             let table = MsixTable::new(mmio, (table_phys - base) as usize, msix.table_size);
             let bits: Vec<u8> = bits.iter().copied().take(MAX_DEVICE_VECTORS).collect();
             match msix::install_msix(
-                &self.access,
+                self.access.as_ref(),
                 &table,
                 &mut self.router,
                 b.bdf,
@@ -271,7 +278,7 @@ impl Devices {
         let guard = self.guards.get(task).ok_or(CallError::NoDevice(bdf))?;
         guard
             .read(
-                &self.access,
+                self.access.as_ref(),
                 unpack_bdf(bdf),
                 (arg & 0xffff) as u16,
                 (arg >> 16) as u8,
@@ -289,7 +296,7 @@ impl Devices {
         let guard = self.guards.get(task).ok_or(CallError::NoDevice(bdf))?;
         guard
             .write(
-                &self.access,
+                self.access.as_ref(),
                 unpack_bdf(bdf),
                 (arg & 0xffff) as u16,
                 (arg >> 16) as u8,

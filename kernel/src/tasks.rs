@@ -622,7 +622,15 @@ impl Kernel {
                 }
                 None => self.bad_syscall(frame, format_args!("set_timer without a timer bit")),
             },
-            sys::SYS_UPTIME => frame.rax = self.ticks * lapic::TICK_MS,
+            sys::SYS_UPTIME => {
+                let ns = crate::platform::now_ns();
+                frame.rax = if ns > 0 {
+                    ns / 1_000_000
+                } else {
+                    self.ticks * lapic::TICK_MS
+                };
+            }
+            sys::SYS_NOW_NS => frame.rax = crate::platform::now_ns(),
             sys::SYS_DEV_CONFIG_READ
             | sys::SYS_DEV_CONFIG_WRITE
             | sys::SYS_DMA_ALLOC

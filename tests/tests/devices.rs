@@ -52,6 +52,9 @@ fn intruder_case(mode: &str, report: &str) {
 #[test]
 fn a_driver_task_uses_its_device_config_bar_dma_and_msix() {
     let out = boot("devices-probe", "nc2dd.intruder.mode=same-device");
+    has(&out, "acpi: ACPI rev");
+    has(&out, "pci: ECAM at 0xb0000000");
+    has(&out, "clock: TSC at");
     has(&out, "00:04.0 8086:10c9");
     has(&out, "nic -> task 1 (probe): MSI-X vectors");
     has(&out, "probe: config space: vendor 0x8086 device 0x10c9");

@@ -476,7 +476,17 @@ fn igb_pools_exchange_frames_with_a_host_peer() {
     has(&out, "malformed (bad ICMP checksum), dropped");
     has(&out, "malformed (bad ARP header), dropped");
     has(&out, "done requested");
-    has(&out, "nic-ixgbe: finished after ");
+    let finished = out
+        .line_with("nic-ixgbe: finished after ")
+        .unwrap_or_else(|| panic!("no summary line (log {})", out.log_path.display()));
+    // The pools' MSI-X vectors must have woken the server, not only the fallback poll timer.
+    let msix_wakeups: u64 = finished
+        .split("woken ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no wake-up count in {finished:?}"));
+    assert!(msix_wakeups >= 1, "no MSI-X wake-up: {finished:?}");
     has(&out, "supervisor: task 1 exited with status 0");
     eprintln!(
         "nic frame exchange passed under {} in {:?}",

@@ -80,6 +80,14 @@ pub struct Server {
     frame: [u8; BUF_SIZE],
     reply: [u8; BUF_SIZE],
     done: bool,
+    wakeups: Wakeups,
+}
+
+/// Why the serve loop woke up (a wake-up can have both causes).
+#[derive(Default)]
+struct Wakeups {
+    vector: u64,
+    timer: u64,
 }
 
 fn chip_of(vendor: u16, device: u16) -> Option<Chip> {
@@ -176,6 +184,7 @@ impl Server {
             frame: [0; BUF_SIZE],
             reply: [0; BUF_SIZE],
             done: false,
+            wakeups: Wakeups::default(),
         })
     }
 
@@ -200,7 +209,10 @@ impl Server {
                 if timer != 0 {
                     syscall::set_timer(self.settings.poll_ms);
                 }
-                syscall::wait(vectors | timer)
+                let fired = syscall::wait(vectors | timer);
+                self.wakeups.vector += u64::from(fired & vectors != 0);
+                self.wakeups.timer += u64::from(fired & timer != 0);
+                fired
             } else {
                 syscall::yield_now();
                 0
@@ -416,12 +428,15 @@ impl Server {
         }
         let hw = self.nic.stats();
         info!(
-            "finished after {} frames{}; NIC totals: {} received, {} sent, {} missed",
+            "finished after {} frames{}; NIC totals: {} received, {} sent, {} missed; woken {} \
+             times by MSI-X, {} by the poll timer",
             total,
             if self.done { " (done frame)" } else { "" },
             hw.rx_frames,
             hw.tx_frames,
-            hw.rx_missed
+            hw.rx_missed,
+            self.wakeups.vector,
+            self.wakeups.timer
         );
     }
 }

@@ -368,17 +368,26 @@ fn converse(peer: &NetPeer, stop: &AtomicBool, log: &mut PeerLog) -> Result<(), 
     Ok(())
 }
 
-fn boot_with_peer() -> (Outcome, Result<(), String>, PeerLog) {
+/// The peer's side of one run.
+type Conversation = fn(&NetPeer, &AtomicBool, &mut PeerLog) -> Result<(), String>;
+
+/// Boots the nic system with the server arguments `args` (`key=value`, space separated) and the
+/// igb on a dgram netdev, while `converse` talks to it from a thread. The peer always ends with
+/// "done" frames, so a failed exchange still ends the run at once.
+fn boot_with_peer(
+    name: &str,
+    args: &str,
+    converse: Conversation,
+) -> (Outcome, Result<(), String>, PeerLog) {
     let peer = NetPeer::bind().expect("peer socket on 127.0.0.1");
     let a = qemu::system_artefacts("nic");
     let mut cfg = QemuConfig::new(a.kernel.clone());
     cfg.module = Some(a.module.clone());
-    cfg.cmdline = format!(
-        "nc2dd.shutdown=allow nc2dd.nic-ixgbe.mac0={} nc2dd.nic-ixgbe.ip0=192.0.2.2 \
-         nc2dd.nic-ixgbe.mac1={}",
-        netpeer::mac_string(MAC0),
-        netpeer::mac_string(MAC1)
-    );
+    let args: Vec<String> = args
+        .split_whitespace()
+        .map(|kv| format!("nc2dd.nic-ixgbe.{kv}"))
+        .collect();
+    cfg.cmdline = format!("nc2dd.shutdown=allow {}", args.join(" "));
     cfg.extra = vec![
         "-netdev".into(),
         peer.netdev("n0").expect("netdev argument"),
@@ -391,15 +400,9 @@ fn boot_with_peer() -> (Outcome, Result<(), String>, PeerLog) {
         std::thread::spawn(move || {
             let mut log = PeerLog::default();
             let r = converse(&peer, &stop, &mut log);
-            // Finish the run either way, so a failed exchange reports at once.
+            let done = netpeer::test_frame(MAC0, PEER_MAC, netpeer::TEST_DONE, 0, 0);
             for _ in 0..3 {
-                let _ = peer.send(&netpeer::test_frame(
-                    MAC0,
-                    PEER_MAC,
-                    netpeer::TEST_DONE,
-                    0,
-                    0,
-                ));
+                let _ = peer.send(&done);
                 std::thread::sleep(Duration::from_millis(100));
             }
             (r, log)
@@ -407,7 +410,7 @@ fn boot_with_peer() -> (Outcome, Result<(), String>, PeerLog) {
     };
     let mut expect = Expect::pass();
     expect.fail_on = vec!["NC2DD_FAIL", "NC2DD_PANIC", "NC2DD_FAULT"];
-    let out = qemu::run("nic-igb-frames", &cfg, DEADLINE, &expect);
+    let out = qemu::run(name, &cfg, DEADLINE, &expect);
     stop.store(true, Ordering::Relaxed);
     let (peer_result, log) = talker.join().expect("peer thread");
     let out = out.unwrap_or_else(|e| panic!("{e}\npeer: {peer_result:?}"));
@@ -424,7 +427,15 @@ fn has(out: &Outcome, needle: &str) {
 
 #[test]
 fn igb_pools_exchange_frames_with_a_host_peer() {
-    let (out, peer, log) = boot_with_peer();
+    let (out, peer, log) = boot_with_peer(
+        "nic-igb-frames",
+        &format!(
+            "mac0={} ip0=192.0.2.2 mac1={}",
+            netpeer::mac_string(MAC0),
+            netpeer::mac_string(MAC1)
+        ),
+        converse,
+    );
     peer.unwrap_or_else(|e| panic!("peer: {e} (log {})", out.log_path.display()));
     assert_eq!(log.arp_from, Some(MAC0), "ARP answered with the pool-0 MAC");
     assert!(
@@ -476,6 +487,12 @@ fn igb_pools_exchange_frames_with_a_host_peer() {
     has(&out, "malformed (bad ICMP checksum), dropped");
     has(&out, "malformed (bad ARP header), dropped");
     has(&out, "done requested");
+    let pool0 = out
+        .lines
+        .iter()
+        .find(|l| l.contains("nic-ixgbe: pool 0: ") && l.contains(" frames, "))
+        .unwrap_or_else(|| panic!("no pool 0 summary (log {})", out.log_path.display()));
+    assert!(pool0.contains(", 2 malformed,"), "{pool0}");
     let finished = out
         .line_with("nic-ixgbe: finished after ")
         .unwrap_or_else(|| panic!("no summary line (log {})", out.log_path.display()));
@@ -492,4 +509,35 @@ fn igb_pools_exchange_frames_with_a_host_peer() {
         "nic frame exchange passed under {} in {:?}",
         out.accel, out.elapsed
     );
+}
+
+/// Probes pool 0 until the first answer.
+fn one_probe(peer: &NetPeer, stop: &AtomicBool, log: &mut PeerLog) -> Result<(), String> {
+    let probe = netpeer::test_frame(MAC0, PEER_MAC, netpeer::TEST_PROBE, 0, 1);
+    let deadline = Instant::now() + PEER_DEADLINE;
+    let ack = ask(
+        peer,
+        &probe,
+        Duration::from_millis(500),
+        deadline,
+        stop,
+        |f| netpeer::parse_test_frame(f).filter(|t| t.op == netpeer::TEST_ACK),
+    )?;
+    log.acks.push((ack.pool, ack.eth_src));
+    Ok(())
+}
+
+#[test]
+fn igb_server_stops_after_the_configured_number_of_frames() {
+    let (out, peer, log) = boot_with_peer(
+        "nic-igb-frame-limit",
+        &format!("mac0={} frames=1", netpeer::mac_string(MAC0)),
+        one_probe,
+    );
+    peer.unwrap_or_else(|e| panic!("peer: {e} (log {})", out.log_path.display()));
+    assert_eq!(log.acks, vec![(0, MAC0)]);
+    // Exactly one frame handled, however many probes were queued, and no "done" involved.
+    has(&out, "nic-ixgbe: finished after 1 frames; ");
+    assert!(out.line_with("done requested").is_none());
+    has(&out, "supervisor: task 1 exited with status 0");
 }

@@ -22,6 +22,23 @@ pub enum DeviceError {
     IdMismatch { config: u32 },
 }
 
+impl core::fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DeviceError::NotPresent => {
+                f.write_str("no device: the kernel bound none of this task's claims")
+            }
+            DeviceError::NoRegisterBar => f.write_str("BAR 0 is not mapped or too small"),
+            DeviceError::IdMismatch { config } => write!(
+                f,
+                "config space reads {:04x}:{:04x}, not the claimed device",
+                config & 0xFFFF,
+                config >> 16
+            ),
+        }
+    }
+}
+
 /// Register map size the driver needs (the 82576's BAR 0 is 128 KiB).
 pub const MIN_BAR0: u64 = 128 << 10;
 

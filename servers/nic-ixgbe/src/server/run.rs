@@ -45,7 +45,7 @@ pub enum StartError {
 impl core::fmt::Display for StartError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            StartError::Device(e) => write!(f, "device: {e:?}"),
+            StartError::Device(e) => write!(f, "{e}"),
             StartError::Settings(b) => write!(f, "task argument {:?} does not parse", b.0),
             StartError::UnknownChip(v, d) => write!(f, "no driver for {v:04x}:{d:04x}"),
             StartError::NoMac => f.write_str("no pool MAC given (mac0=..)"),
@@ -256,13 +256,23 @@ impl Server {
         }
     }
 
-    /// Harvests pool `i` until its ring is empty, answering and reposting as it goes.
+    /// Harvests pool `i` until its ring is empty or the server is finished, answering and
+    /// reposting as it goes. Once finished, no further frame is handled (the frame limit is
+    /// exact); frames still in the ring are handed back when the pool is released.
     fn drain(&mut self, i: usize) {
         let p = self.pools[i].me.pool;
         let mut done = [RxCompletion::default(); BATCH];
         loop {
             self.reclaim(i);
-            let n = match self.nic.rx_burst(p, &mut done) {
+            if self.finished() {
+                return;
+            }
+            // Never harvest more than the frame limit leaves to handle.
+            let room = match self.settings.frames {
+                0 => BATCH,
+                limit => (limit - self.frames_total()).min(BATCH as u64) as usize,
+            };
+            let n = match self.nic.rx_burst(p, &mut done[..room]) {
                 Ok(n) => n,
                 Err(e) => {
                     error!("pool {}: rx: {:?}", p, e);
@@ -275,7 +285,9 @@ impl Server {
             let mut repost = [RxBuf { addr: 0, id: 0 }; BATCH];
             let mut k = 0;
             for c in &done[..n] {
-                self.handle(i, c);
+                if !self.done {
+                    self.handle(i, c);
+                }
                 if let Some(addr) = self.pools[i].rx.bus(c.id as usize) {
                     repost[k] = RxBuf { addr, id: c.id };
                     k += 1;

@@ -56,6 +56,9 @@ unsafe impl x86_64::structures::paging::FrameAllocator<Size4KiB> for Frames<'_, 
 }
 
 static START_INFO: spin::Once<StartInfo> = spin::Once::new();
+/// A boot module built into the kernel (empty unless the image tool embedded one): used when the
+/// loader passes no module, as Xen's HVM `firmware_override` cannot.
+static EMBEDDED_MODULE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/embedded-module.bin"));
 /// Physical address of the kernel's PML4, for mappings made after boot.
 static KERNEL_L4: spin::Once<u64> = spin::Once::new();
 
@@ -224,28 +227,51 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         plan.len()
     );
 
-    let module = match si.modules().first() {
+    // The loader's first module that is an nc2dd boot module, else the built-in one. (Xen's HVM
+    // `firmware_override` path reports a module of its own at physical address 0.)
+    let loader_module = si.modules().iter().enumerate().find_map(|(i, m)| {
+        info!("  module {i}: {:#x}, {} bytes", m.paddr, m.size);
+        if m.paddr == 0 || m.size < 8 {
+            info!("  module {i}: unusable, ignored");
+            return None;
+        }
+        // SAFETY: modules were reserved above and are mapped (as RAM or read-only loader data);
+        // nothing writes them.
+        let bytes = unsafe { phys::slice(m.paddr, m.size as usize) };
+        if bytes[..8] != nc2dd_abi::bootmodule::MAGIC {
+            info!("  module {i}: not an nc2dd boot module, ignored");
+            return None;
+        }
+        Some(bytes)
+    });
+    let module_bytes = match loader_module {
+        Some(bytes) => Some(bytes),
+        None if !EMBEDDED_MODULE.is_empty() => {
+            info!("boot module: using the one built into the kernel");
+            Some(EMBEDDED_MODULE)
+        }
         None => {
             info!("boot module: none (no servers to start)");
             None
         }
-        Some(m) => {
-            // SAFETY: the module was reserved above and is mapped read-write as RAM; nothing
-            // writes it.
-            let bytes = unsafe { phys::slice(m.paddr, m.size as usize) };
-            let bm =
-                BootModule::parse(bytes).unwrap_or_else(|e| fail(format_args!("boot module: {e}")));
-            let servers: Vec<_> = bm
-                .entries()
-                .filter(|e| e.kind == EntryKind::Server)
-                .collect();
-            info!("boot module: {} bytes, {} servers", m.size, servers.len());
-            for e in &servers {
-                info!("  server {} ({} bytes)", e.name, e.data.len());
-            }
-            Some(bm)
-        }
     };
+    let module = module_bytes.map(|bytes| {
+        let bm =
+            BootModule::parse(bytes).unwrap_or_else(|e| fail(format_args!("boot module: {e}")));
+        let servers: Vec<_> = bm
+            .entries()
+            .filter(|e| e.kind == EntryKind::Server)
+            .collect();
+        info!(
+            "boot module: {} bytes, {} servers",
+            bytes.len(),
+            servers.len()
+        );
+        for e in &servers {
+            info!("  server {} ({} bytes)", e.name, e.data.len());
+        }
+        bm
+    });
 
     check_memory(&mut frames);
     if let Some(test) = cmdline::option(si.cmdline(), "selftest") {

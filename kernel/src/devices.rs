@@ -16,6 +16,7 @@ use nc2dd_abi::system_table::Table;
 use x86_64::instructions::port::Port;
 
 use alloc::boxed::Box;
+use kernel::dev::bar_assign;
 use kernel::dev::claim::{self, Binding, Interrupts, Plan};
 use kernel::dev::config_guard::{ConfigGuard, Refusal};
 use kernel::dev::dma::{DmaBudget, DmaRegion};
@@ -134,8 +135,27 @@ impl Devices {
         dest_apic: u8,
         map_mmio: &mut dyn FnMut(u64, u64),
     ) -> Devices {
-        let functions = pci::enumerate(access.as_ref(), 0, 0);
+        let mut functions = pci::enumerate(access.as_ref(), 0, 0);
         info!("pci: {} functions", functions.len());
+        // Without firmware (Xen HVM through firmware_override: no hvmloader) BARs read 0;
+        // place them in the MMIO hole hvmloader would use. With firmware, nothing is placed.
+        let (assign, unplaced) = bar_assign::plan(
+            &functions,
+            0,
+            bar_assign::XEN_HVM_MEM32,
+            None,
+            bar_assign::IO_WINDOW,
+        );
+        for a in &assign {
+            info!(
+                "pci: {:02x}:{:02x}.{} BAR{} placed at {:#x}",
+                a.bdf.bus, a.bdf.device, a.bdf.function, a.bar, a.address
+            );
+        }
+        for u in &unplaced {
+            warn!("pci: {u}");
+        }
+        bar_assign::apply(access.as_ref(), &mut functions, &assign);
         pci::log_all(&functions);
         let requests = claim::requests(table);
         let plan: Plan<'_> = claim::resolve(&requests, &functions);

@@ -260,6 +260,20 @@ fn server_settings_come_from_task_arguments() {
     );
     assert_eq!(bad(&[("ip3", "192.0.2.3")]), "ip3", "address without a MAC");
     assert_eq!(bad(&[("mac0", "52:54:00:12:34:56"), ("poll", "0")]), "poll");
+    assert_eq!(
+        bad(&[("mac0", "52:54:00:12:34:56"), ("stall", "1")]),
+        "stall",
+        "no mac1"
+    );
+    assert_eq!(
+        bad(&[("mac0", "52:54:00:12:34:56"), ("stall", "9")]),
+        "stall"
+    );
+    let stalled =
+        settings::Settings::from_args(args(&[("mac0", "52:54:00:12:34:56"), ("stall", "0")]))
+            .unwrap();
+    assert_eq!(stalled.stall, Some(0));
+    assert_eq!(s.stall, None);
     assert_eq!(respond::Mac(MAC0).to_string(), netpeer::mac_string(MAC0));
     assert_eq!(respond::parse_ipv4("1.2.3"), None);
     assert_eq!(respond::parse_mac("52:54:00:12:34:5g"), None);
@@ -276,6 +290,10 @@ struct PeerLog {
     arp_from: Option<[u8; 6]>,
     echo_payload_ok: bool,
     acks: Vec<(u8, [u8; 6])>,
+    /// Distinct probes of a flood that were acknowledged.
+    flood_acks: usize,
+    /// A probe sent to the stalled pool after its flood was answered.
+    stalled_answered: bool,
 }
 
 /// Sends `frame` every `every` until `pick` accepts a received frame, `stop` is set, or
@@ -539,5 +557,92 @@ fn igb_server_stops_after_the_configured_number_of_frames() {
     // Exactly one frame handled, however many probes were queued, and no "done" involved.
     has(&out, "nic-ixgbe: finished after 1 frames; ");
     assert!(out.line_with("done requested").is_none());
+    has(&out, "supervisor: task 1 exited with status 0");
+}
+
+const FLOOD: u16 = 100;
+
+/// Floods pool 1 (whose buffers the server does not repost) with more probes than its ring
+/// holds, then checks that pool 0 still answers and pool 1 no longer does.
+fn flood_stalled_pool(peer: &NetPeer, stop: &AtomicBool, log: &mut PeerLog) -> Result<(), String> {
+    let deadline = Instant::now() + PEER_DEADLINE;
+    let probe0 = |seq| netpeer::test_frame(MAC0, PEER_MAC, netpeer::TEST_PROBE, 0, seq);
+    let acked = |seq: u16, mac: [u8; 6]| {
+        move |f: &[u8]| {
+            netpeer::parse_test_frame(f)
+                .filter(|t| t.op == netpeer::TEST_ACK && t.seq == seq && t.eth_src == mac)
+        }
+    };
+    ask(
+        peer,
+        &probe0(1),
+        Duration::from_millis(500),
+        deadline,
+        stop,
+        acked(1, MAC0),
+    )
+    .map_err(|e| format!("first probe to pool 0: {e}"))?;
+
+    for seq in 1000..1000 + FLOOD {
+        let f = netpeer::test_frame(MAC1, PEER_MAC, netpeer::TEST_PROBE, 1, seq);
+        peer.send(&f).map_err(|e| e.to_string())?;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let settle = Instant::now() + Duration::from_secs(3);
+    while let Some(f) = peer.recv(settle).map_err(|e| e.to_string())? {
+        if let Some(t) = netpeer::parse_test_frame(&f)
+            && t.op == netpeer::TEST_ACK
+            && t.eth_src == MAC1
+        {
+            seen.insert(t.seq);
+        }
+    }
+    log.flood_acks = seen.len();
+
+    let ack = ask(
+        peer,
+        &probe0(2),
+        Duration::from_secs(1),
+        deadline,
+        stop,
+        acked(2, MAC0),
+    )
+    .map_err(|e| format!("pool 0 after the flood of pool 1: {e}"))?;
+    log.acks.push((ack.pool, ack.eth_src));
+    let late = netpeer::test_frame(MAC1, PEER_MAC, netpeer::TEST_PROBE, 1, 2000);
+    peer.send(&late).map_err(|e| e.to_string())?;
+    log.stalled_answered = peer
+        .recv_match(Instant::now() + Duration::from_secs(1), acked(2000, MAC1))
+        .map_err(|e| e.to_string())?
+        .is_some();
+    Ok(())
+}
+
+#[test]
+fn igb_pool_without_buffers_drops_only_its_own_frames() {
+    let (out, peer, log) = boot_with_peer(
+        "nic-igb-stalled-pool",
+        &format!(
+            "mac0={} mac1={} stall=1",
+            netpeer::mac_string(MAC0),
+            netpeer::mac_string(MAC1)
+        ),
+        flood_stalled_pool,
+    );
+    peer.unwrap_or_else(|e| panic!("peer: {e} (log {})", out.log_path.display()));
+    has(
+        &out,
+        "nic-ixgbe: pool 1: receive buffers will not be reposted (stall=1)",
+    );
+    // Pool 1's ring holds 63 buffers: exactly those frames reach the server, the rest of the
+    // flood is dropped by the NIC for pool 1 alone.
+    assert_eq!(log.flood_acks, 63, "acknowledged probes of the flood");
+    has(&out, "nic-ixgbe: pool 1: 63 frames, 63 replies,");
+    assert_eq!(
+        log.acks,
+        vec![(0, MAC0)],
+        "pool 0 answers after pool 1 filled up"
+    );
+    assert!(!log.stalled_answered, "the stalled pool received again");
     has(&out, "supervisor: task 1 exited with status 0");
 }

@@ -222,15 +222,23 @@ impl Buffers {
     }
 }
 
-/// Delays measured on the kernel's millisecond clock, yielding while waiting. A delay is at
-/// least as long as asked: it waits for `ceil(us / 1000) + 1` clock ticks, because the clock
-/// may tick just after it is first read.
+/// Delays measured on the kernel's monotonic nanosecond clock, yielding while waiting, so the
+/// datasheet's 10 us handshake polls stay short. When the kernel has no calibrated clock
+/// (`now_ns` reads 0) the millisecond uptime serves instead: a delay then waits for
+/// `ceil(us / 1000) + 1` ticks, because the clock may tick just after it is first read.
 pub struct KernelDelay;
 
 impl Delay for KernelDelay {
     fn delay_us(&mut self, us: u32) {
-        let ms = u64::from(us.div_ceil(1000));
-        let until = syscall::uptime_ms() + ms + 1;
+        let start = syscall::now_ns();
+        if start != 0 {
+            let until = start.saturating_add(u64::from(us) * 1000);
+            while syscall::now_ns() < until {
+                syscall::yield_now();
+            }
+            return;
+        }
+        let until = syscall::uptime_ms() + u64::from(us.div_ceil(1000)) + 1;
         while syscall::uptime_ms() < until {
             syscall::yield_now();
         }

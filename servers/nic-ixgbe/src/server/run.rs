@@ -28,6 +28,9 @@ const RX_BUFS: usize = RING as usize - 1;
 const TX_BUFS: usize = 16;
 const BATCH: usize = 32;
 const LINK_TIMEOUT_MS: u32 = 5000;
+/// Frames per pool logged one by one; later ones are only counted (a console line per frame
+/// would throttle a pool under real traffic).
+const LOG_FRAMES: u64 = 64;
 
 type Driver = Nic<nic_ixgbe::Mmio, KernelDma, KernelDelay>;
 
@@ -66,6 +69,8 @@ struct Counters {
 
 struct Pool {
     me: Identity,
+    /// Receive buffers are not reposted (the `stall` setting).
+    stalled: bool,
     rx: Buffers,
     tx: Buffers,
     tx_free: Vec<u32>,
@@ -132,7 +137,12 @@ impl Server {
         info!("link up at {} Mb/s", link.mbps);
 
         let mut pools = Vec::new();
-        for g in settings.guests.iter().flatten() {
+        for (n, g) in settings
+            .guests
+            .iter()
+            .enumerate()
+            .filter_map(|(n, g)| Some((n, (*g)?)))
+        {
             // Broadcast only where there is an address to answer ARP for.
             let flags = PoolFlags {
                 broadcast: g.ip.is_some(),
@@ -164,7 +174,15 @@ impl Server {
                     (None, _) => VectorNote::None,
                 }
             );
+            let stalled = settings.stall == Some(n);
+            if stalled {
+                info!(
+                    "pool {}: receive buffers will not be reposted (stall={})",
+                    p, n
+                );
+            }
             pools.push(Pool {
+                stalled,
                 me: Identity {
                     pool: p,
                     mac: g.mac,
@@ -256,13 +274,15 @@ impl Server {
         }
     }
 
-    /// Harvests pool `i` until its ring is empty or the server is finished, answering and
-    /// reposting as it goes. Once finished, no further frame is handled (the frame limit is
-    /// exact); frames still in the ring are handed back when the pool is released.
+    /// Harvests up to a ring's worth of pool `i`'s frames (so a busy pool cannot starve the
+    /// others), answering and reposting as it goes. Once finished, no further frame is handled
+    /// (the frame limit is exact); frames still in the ring are handed back when the pool is
+    /// released.
     fn drain(&mut self, i: usize) {
         let p = self.pools[i].me.pool;
         let mut done = [RxCompletion::default(); BATCH];
-        loop {
+        let mut budget = RING as usize;
+        while budget > 0 {
             self.reclaim(i);
             if self.finished() {
                 return;
@@ -271,7 +291,8 @@ impl Server {
             let room = match self.settings.frames {
                 0 => BATCH,
                 limit => (limit - self.frames_total()).min(BATCH as u64) as usize,
-            };
+            }
+            .min(budget);
             let n = match self.nic.rx_burst(p, &mut done[..room]) {
                 Ok(n) => n,
                 Err(e) => {
@@ -282,11 +303,15 @@ impl Server {
             if n == 0 {
                 return;
             }
+            budget -= n;
             let mut repost = [RxBuf { addr: 0, id: 0 }; BATCH];
             let mut k = 0;
             for c in &done[..n] {
                 if !self.done {
                     self.handle(i, c);
+                }
+                if self.pools[i].stalled {
+                    continue;
                 }
                 if let Some(addr) = self.pools[i].rx.bus(c.id as usize) {
                     repost[k] = RxBuf { addr, id: c.id };
@@ -305,20 +330,31 @@ impl Server {
         let pool = &mut self.pools[i];
         let p = pool.me.pool;
         pool.count.frames += 1;
+        let verbose = pool.count.frames <= LOG_FRAMES;
+        if pool.count.frames == LOG_FRAMES + 1 {
+            info!(
+                "pool {}: more than {} frames: later ones are counted, not logged",
+                p, LOG_FRAMES
+            );
+        }
         let len = usize::from(c.len);
         if !c.ok || len > BUF_SIZE || !pool.rx.read(c.id as usize, &mut self.frame[..len]) {
             pool.count.malformed += 1;
-            warn!(
-                "pool {}: dropped a receive completion (id {}, len {}, ok {})",
-                p, c.id, c.len, c.ok
-            );
+            if verbose {
+                warn!(
+                    "pool {}: dropped a receive completion (id {}, len {}, ok {})",
+                    p, c.id, c.len, c.ok
+                );
+            }
             return;
         }
         let frame = &self.frame[..len];
         let verdict = respond::respond(frame, &pool.me, &mut self.reply);
         let Some(eth) = respond::eth_header(frame) else {
             pool.count.malformed += 1;
-            info!("pool {}: frame of {} bytes: malformed (too short)", p, len);
+            if verbose {
+                info!("pool {}: frame of {} bytes: malformed (too short)", p, len);
+            }
             return;
         };
         let head = FrameNote {
@@ -336,20 +372,26 @@ impl Server {
                 } else {
                     pool.count.tx_full += 1;
                 }
-                info!(
-                    "{}: {}{}",
-                    head,
-                    AnswerNote(answer),
-                    if sent { "" } else { " (no transmit room)" }
-                );
+                if verbose {
+                    info!(
+                        "{}: {}{}",
+                        head,
+                        AnswerNote(answer),
+                        if sent { "" } else { " (no transmit room)" }
+                    );
+                }
             }
             Verdict::Ignored(why) => {
                 pool.count.ignored += 1;
-                info!("{}: ignored ({})", head, why);
+                if verbose {
+                    info!("{}: ignored ({})", head, why);
+                }
             }
             Verdict::Malformed(m) => {
                 pool.count.malformed += 1;
-                info!("{}: malformed ({}), dropped", head, m);
+                if verbose {
+                    info!("{}: malformed ({}), dropped", head, m);
+                }
             }
             Verdict::Done => {
                 info!("{}: done requested", head);
@@ -360,6 +402,9 @@ impl Server {
 
     fn send(nic: &mut Driver, pool: &mut Pool, frame: &[u8]) -> bool {
         let p = pool.me.pool;
+        if pool.tx_free.is_empty() {
+            Self::reclaim_pool(nic, pool);
+        }
         let Some(id) = pool.tx_free.pop() else {
             return false;
         };
@@ -386,9 +431,13 @@ impl Server {
     }
 
     fn reclaim(&mut self, i: usize) {
-        let pool = &mut self.pools[i];
+        Self::reclaim_pool(&mut self.nic, &mut self.pools[i]);
+    }
+
+    /// Returns the buffers of transmitted frames to the pool's free list.
+    fn reclaim_pool(nic: &mut Driver, pool: &mut Pool) {
         let mut ids = [0u32; TX_BUFS];
-        while let Ok(n) = self.nic.tx_reclaim(pool.me.pool, &mut ids) {
+        while let Ok(n) = nic.tx_reclaim(pool.me.pool, &mut ids) {
             if n == 0 {
                 break;
             }

@@ -6,7 +6,9 @@
 //! - `ip0` .. `ip7`: the IPv4 address the responder answers ARP and ping for on the pool of the
 //!   same `macN`;
 //! - `frames=N`: finish after N received frames (default: run until a peer's "done" frame);
-//! - `poll=MS`: the fallback poll interval when no interrupt comes (default 20 ms).
+//! - `poll=MS`: the fallback poll interval when no interrupt comes (default 20 ms);
+//! - `stall=N`: never repost the receive buffers of `macN`'s pool once the NIC has filled them,
+//!   as a guest that stopped posting buffers would (tests that the other pools keep receiving).
 //!
 //! A value that does not parse is an error naming the key, never silently dropped.
 
@@ -32,6 +34,8 @@ pub struct Settings {
     /// 0 = no limit.
     pub frames: u64,
     pub poll_ms: u64,
+    /// Index `n` of the guest whose pool stops reposting receive buffers.
+    pub stall: Option<usize>,
 }
 
 /// A task argument that did not parse.
@@ -66,10 +70,22 @@ impl Settings {
         if poll_ms == 0 {
             return Err(BadArg("poll"));
         }
+        let stall = match arg("stall") {
+            Some(v) => {
+                let n = v.parse::<usize>().map_err(|_| BadArg("stall"))?;
+                // Only a configured guest has a pool to stall.
+                if guests.get(n).is_none_or(Option::is_none) {
+                    return Err(BadArg("stall"));
+                }
+                Some(n)
+            }
+            None => None,
+        };
         Ok(Self {
             guests,
             frames,
             poll_ms,
+            stall,
         })
     }
 }

@@ -43,6 +43,9 @@ pub enum EntryKind {
     Server = 1,
     /// The binary system table (see `system_table`).
     SystemTable = 2,
+    /// A default kernel command line (UTF-8), used when the loader passes none: the way to give
+    /// tasks their arguments where the loader cannot (Xen's HVM `firmware_override`).
+    CommandLine = 3,
 }
 
 impl EntryKind {
@@ -50,6 +53,7 @@ impl EntryKind {
         match v {
             1 => Some(Self::Server),
             2 => Some(Self::SystemTable),
+            3 => Some(Self::CommandLine),
             _ => None,
         }
     }

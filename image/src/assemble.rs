@@ -52,6 +52,9 @@ pub struct Options {
     pub kernel_features: Vec<String>,
     /// The system description to pack.
     pub system: PathBuf,
+    /// A default kernel command line packed into the boot module (used when the loader passes
+    /// none).
+    pub cmdline: Option<String>,
 }
 
 impl Default for Options {
@@ -62,6 +65,7 @@ impl Default for Options {
             out_dir: target.join("nc2dd"),
             kernel_features: Vec::new(),
             system: workspace_root().join("image").join("system.toml"),
+            cmdline: None,
         }
     }
 }
@@ -212,6 +216,9 @@ pub fn build(opts: &Options) -> Result<Artefacts, BuildError> {
     packages.dedup();
     let mut module = Builder::new();
     module.add("system", EntryKind::SystemTable, system.to_table());
+    if let Some(c) = &opts.cmdline {
+        module.add("cmdline", EntryKind::CommandLine, c.as_bytes().to_vec());
+    }
     let mut servers = Vec::new();
     cargo_build(opts, Flavour::Server, &packages, &[], None)?;
     for name in names {

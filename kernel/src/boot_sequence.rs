@@ -273,8 +273,19 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         bm
     });
 
+    // The loader's command line, else the default packed in the boot module.
+    let packed = module
+        .and_then(|bm| bm.entries().find(|e| e.kind == EntryKind::CommandLine))
+        .and_then(|e| core::str::from_utf8(e.data).ok());
+    let command_line: &'static str = match packed {
+        Some(c) if si.cmdline().trim().is_empty() => {
+            info!("command line (from the boot module): \"{c}\"");
+            c
+        }
+        _ => si.cmdline(),
+    };
     check_memory(&mut frames);
-    if let Some(test) = cmdline::option(si.cmdline(), "selftest") {
+    if let Some(test) = cmdline::option(command_line, "selftest") {
         selftest(test);
     }
     let table_entry = module.and_then(|bm| bm.entries().find(|e| e.kind == EntryKind::SystemTable));
@@ -301,7 +312,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     *DEVICES.lock() = Some(devices);
     let servers = |name: &str| bm.find(EntryKind::Server, name).map(|e| e.data);
     let k =
-        Kernel::new(table, &servers, si.cmdline()).unwrap_or_else(|e| fail(format_args!("{e}")));
+        Kernel::new(table, &servers, command_line).unwrap_or_else(|e| fail(format_args!("{e}")));
     for (i, t) in k.tasks.iter().enumerate() {
         info!("  task {i}: {}", t.name);
     }

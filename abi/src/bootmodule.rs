@@ -121,16 +121,13 @@ pub struct BootModule<'a> {
     count: usize,
 }
 
+// Callers check lengths first; a short read would only give 0.
 fn u32_at(b: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[off..off + 4]);
-    u32::from_le_bytes(a)
+    crate::le::u32_at(b, off).unwrap_or(0)
 }
 
 fn u64_at(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
+    crate::le::u64_at(b, off).unwrap_or(0)
 }
 
 impl<'a> BootModule<'a> {

@@ -9,8 +9,6 @@
 //! frame before use, every checksum is verified before a frame is answered, and a frame that
 //! breaks a rule yields [`Verdict::Malformed`] naming the rule, never a panic. Replies are built
 //! only into `out` and only up to its length.
-//!
-//! This file depends on `core` alone so that the host tests can compile it as it is.
 
 use core::fmt;
 
@@ -382,4 +380,202 @@ pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
         *b = p.parse().ok()?;
     }
     parts.next().is_none().then_some(ip)
+}
+
+/// The responder against the frames of the host peer the QEMU tests use
+/// (`nc2dd_tests::netpeer`), so the two sides of the wire are checked against each other
+/// without QEMU too.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nc2dd_tests::netpeer::{self, Echo};
+
+    const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+    const PEER_IP: [u8; 4] = [192, 0, 2, 1];
+    /// RFC 5737 documentation addresses.
+    const IP0: [u8; 4] = [192, 0, 2, 2];
+    const MAC0: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    const MAC1: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x57];
+
+    fn pool0() -> Identity {
+        Identity {
+            pool: 0,
+            mac: MAC0,
+            ip: Some(IP0),
+        }
+    }
+
+    fn answer(frame: &[u8], me: &Identity) -> (Verdict, Vec<u8>) {
+        let mut out = vec![0u8; 2048];
+        let v = respond(frame, me, &mut out);
+        if let Verdict::Reply { len, .. } = v {
+            out.truncate(len);
+        } else {
+            out.clear();
+        }
+        (v, out)
+    }
+
+    fn echo(payload: Vec<u8>) -> Echo {
+        Echo {
+            eth_dst: MAC0,
+            eth_src: PEER_MAC,
+            src_ip: PEER_IP,
+            dst_ip: IP0,
+            ttl: 64,
+            id: 0x4e43,
+            seq: 1,
+            payload,
+        }
+    }
+
+    #[test]
+    fn responder_answers_arp_for_its_address_only() {
+        let (v, reply) = answer(&netpeer::arp_request(PEER_MAC, PEER_IP, IP0), &pool0());
+        assert_eq!(
+            v,
+            Verdict::Reply {
+                len: 60,
+                answer: Answer::Arp
+            }
+        );
+        let r = netpeer::parse_arp_reply(&reply).expect("an ARP reply");
+        assert_eq!(
+            (r.eth_dst, r.eth_src, r.sender_mac, r.sender_ip),
+            (PEER_MAC, MAC0, MAC0, IP0)
+        );
+        assert_eq!((r.target_mac, r.target_ip), (PEER_MAC, PEER_IP));
+
+        let other = netpeer::arp_request(PEER_MAC, PEER_IP, [192, 0, 2, 99]);
+        assert!(matches!(answer(&other, &pool0()).0, Verdict::Ignored(_)));
+        let no_ip = Identity {
+            ip: None,
+            ..pool0()
+        };
+        let req = netpeer::arp_request(PEER_MAC, PEER_IP, IP0);
+        assert!(matches!(answer(&req, &no_ip).0, Verdict::Ignored(_)));
+    }
+
+    #[test]
+    fn responder_answers_echo_with_the_same_payload_and_valid_checksums() {
+        for size in [0usize, 1, 56, 1472] {
+            let req = echo((0..size).map(|i| (i * 7) as u8).collect());
+            let (v, reply) = answer(&netpeer::icmp_echo_request(&req), &pool0());
+            assert!(
+                matches!(
+                    v,
+                    Verdict::Reply {
+                        answer: Answer::Echo { id: 0x4e43, seq: 1 },
+                        ..
+                    }
+                ),
+                "{size}: {v:?}"
+            );
+            let r = netpeer::parse_icmp_echo_reply(&reply).expect("checksums and lengths valid");
+            assert_eq!((r.eth_dst, r.eth_src), (PEER_MAC, MAC0));
+            assert_eq!((r.src_ip, r.dst_ip, r.id, r.seq), (IP0, PEER_IP, 0x4e43, 1));
+            assert_eq!(r.payload, req.payload, "{size}-byte payload echoed");
+        }
+    }
+
+    #[test]
+    fn responder_counts_broken_frames_as_malformed_and_never_answers_them() {
+        use {Malformed as M, Verdict as V};
+        let me = pool0();
+        let good = netpeer::icmp_echo_request(&echo(vec![0xAB; 32]));
+        let cases: Vec<(&str, Vec<u8>, M)> = vec![
+            ("runt", good[..10].to_vec(), M::ShortFrame),
+            (
+                "group source",
+                {
+                    let mut f = good.clone();
+                    f[6] = 0x01;
+                    f
+                },
+                M::GroupSource,
+            ),
+            (
+                "ICMP checksum",
+                {
+                    let mut f = good.clone();
+                    f[40] ^= 0xFF;
+                    f
+                },
+                M::IcmpChecksum,
+            ),
+            (
+                "IPv4 checksum",
+                {
+                    let mut f = good.clone();
+                    f[14 + 8] = 1; // TTL changed, checksum not
+                    f
+                },
+                M::IpChecksum,
+            ),
+            (
+                "IPv4 length past the frame",
+                {
+                    let mut f = good.clone();
+                    f[16..18].copy_from_slice(&2000u16.to_be_bytes());
+                    f
+                },
+                M::IpLength,
+            ),
+            (
+                "IPv4 header length past the frame",
+                {
+                    let mut f = good[..14 + 20].to_vec();
+                    f[14] = 0x4F;
+                    f
+                },
+                M::IpHeader,
+            ),
+            (
+                "truncated ARP",
+                netpeer::arp_request(PEER_MAC, PEER_IP, IP0)[..30].to_vec(),
+                M::ArpHeader,
+            ),
+            (
+                "ARP for another protocol",
+                {
+                    let mut f = netpeer::arp_request(PEER_MAC, PEER_IP, IP0);
+                    f[16] = 0x86;
+                    f
+                },
+                M::ArpHeader,
+            ),
+            (
+                "test frame without magic",
+                {
+                    let mut f = netpeer::test_frame(MAC0, PEER_MAC, netpeer::TEST_PROBE, 0, 1);
+                    f[14] = b'X';
+                    f
+                },
+                M::TestFrame,
+            ),
+        ];
+        for (what, frame, want) in cases {
+            let (v, reply) = answer(&frame, &me);
+            assert_eq!(v, V::Malformed(want), "{what}");
+            assert!(reply.is_empty(), "{what}: no reply");
+        }
+    }
+
+    #[test]
+    fn responder_acks_probes_with_its_pool_and_obeys_done() {
+        let me = Identity {
+            pool: 1,
+            mac: MAC1,
+            ip: None,
+        };
+        let probe = netpeer::test_frame(MAC1, PEER_MAC, netpeer::TEST_PROBE, 0, 77);
+        let (_, reply) = answer(&probe, &me);
+        let t = netpeer::parse_test_frame(&reply).expect("an ack");
+        assert_eq!((t.eth_dst, t.eth_src), (PEER_MAC, MAC1));
+        assert_eq!((t.op, t.pool, t.seq), (netpeer::TEST_ACK, 1, 77));
+        let to_other = netpeer::test_frame(MAC0, PEER_MAC, netpeer::TEST_PROBE, 0, 1);
+        assert!(matches!(answer(&to_other, &me).0, Verdict::Ignored(_)));
+        let done = netpeer::test_frame(MAC1, PEER_MAC, netpeer::TEST_DONE, 0, 0);
+        assert_eq!(answer(&done, &me).0, Verdict::Done);
+    }
 }

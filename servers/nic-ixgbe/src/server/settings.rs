@@ -89,3 +89,71 @@ impl Settings {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nc2dd_tests::netpeer;
+
+    const IP0: [u8; 4] = [192, 0, 2, 2];
+    const MAC0: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    const MAC1: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x57];
+
+    #[test]
+    fn server_settings_come_from_task_arguments() {
+        let args = |list: &'static [(&'static str, &'static str)]| {
+            move |k: &str| list.iter().find(|(key, _)| *key == k).map(|(_, v)| *v)
+        };
+        let s = Settings::from_args(args(&[
+            ("mac0", "52:54:00:12:34:56"),
+            ("ip0", "192.0.2.2"),
+            ("mac1", "52:54:00:12:34:57"),
+            ("frames", "9"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.guests[0],
+            Some(Guest {
+                mac: MAC0,
+                ip: Some(IP0)
+            })
+        );
+        assert_eq!(
+            s.guests[1],
+            Some(Guest {
+                mac: MAC1,
+                ip: None
+            })
+        );
+        assert!(s.guests[2..].iter().all(Option::is_none));
+        assert_eq!((s.frames, s.poll_ms), (9, 20));
+        let bad = |list| Settings::from_args(args(list)).unwrap_err().0;
+        assert_eq!(bad(&[("mac0", "01:00:5e:00:00:01")]), "mac0", "group MAC");
+        assert_eq!(bad(&[("mac0", "52:54:00:12:34")]), "mac0");
+        assert_eq!(
+            bad(&[("mac0", "52:54:00:12:34:56"), ("ip0", "192.0.2.256")]),
+            "ip0"
+        );
+        assert_eq!(bad(&[("ip3", "192.0.2.3")]), "ip3", "address without a MAC");
+        assert_eq!(bad(&[("mac0", "52:54:00:12:34:56"), ("poll", "0")]), "poll");
+        assert_eq!(
+            bad(&[("mac0", "52:54:00:12:34:56"), ("stall", "1")]),
+            "stall",
+            "no mac1"
+        );
+        assert_eq!(
+            bad(&[("mac0", "52:54:00:12:34:56"), ("stall", "9")]),
+            "stall"
+        );
+        let stalled =
+            Settings::from_args(args(&[("mac0", "52:54:00:12:34:56"), ("stall", "0")])).unwrap();
+        assert_eq!(stalled.stall, Some(0));
+        assert_eq!(s.stall, None);
+        assert_eq!(
+            super::super::respond::Mac(MAC0).to_string(),
+            netpeer::mac_string(MAC0)
+        );
+        assert_eq!(super::super::respond::parse_ipv4("1.2.3"), None);
+        assert_eq!(super::super::respond::parse_mac("52:54:00:12:34:5g"), None);
+    }
+}

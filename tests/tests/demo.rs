@@ -9,7 +9,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use image::qemu::QemuConfig;
@@ -18,8 +18,17 @@ use nc2dd_tests::qemu;
 
 const COUNT: u32 = 4;
 
+/// One test at a time: the demo process and this one both build the image into the same
+/// target/nc2dd/ directory, and the two runs would compete for the two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn demo_pings_nc2dd_without_loss_and_ends_cleanly() {
+    let _serial = one_at_a_time();
     let out = Command::new(env!("CARGO_BIN_EXE_demo"))
         .args(["--count", &COUNT.to_string()])
         .stdin(Stdio::null())
@@ -83,6 +92,7 @@ impl Drop for Qemu {
 
 #[test]
 fn a_server_exiting_with_an_error_is_restarted_with_back_off_and_never_ends_the_system() {
+    let _serial = one_at_a_time();
     qemu::require_qemu();
     let a = qemu::artefacts();
     // A peer socket only so that the igb has a wire; nothing is sent on it.

@@ -1,0 +1,25 @@
+//! The netback core: serves guests' virtual interfaces over a [`hv::Hypervisor`], so the same
+//! code runs in the image (the kernel's Xen gateway) and on the host ([`sim::SimHypervisor`]).
+//!
+//! - [`hv`]: the hypervisor trait (xenstore, event channels, batched grant ops);
+//! - [`sim`]: a simulated hypervisor with counters, for tests and benchmarks;
+//! - [`xenbus`]: the backend state machine of each vif;
+//! - [`netif`]: one netif queue (guest TX and rx-copy RX over libnc2's rings);
+//! - [`switch`]: which ports get a frame (vifs, NIC, responder);
+//! - [`responder`]: ARP and ICMP echo for the driver domain's own address;
+//! - [`counters`]: per-vif counters;
+//! - [`service`]: all of it together ([`service::Netback`]).
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod counters;
+pub mod hv;
+pub mod netif;
+pub mod responder;
+pub mod service;
+pub mod sim;
+pub mod switch;
+pub mod xenbus;
+
+pub use service::{Config, Netback};

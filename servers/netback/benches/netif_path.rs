@@ -111,7 +111,7 @@ fn baseline_tx(batch: usize) -> f64 {
     let region = OwnedRegion::new(4096);
     let mut fe = TxFrontend::new(region.mem()).unwrap();
     let mut be = TxBackend::attach(region.mem(), GrantBound(u32::MAX), 20).unwrap();
-    let src = vec![7u8; PKT];
+    let src = [7u8; PKT];
     let mut cycles = 0;
     let mut sent = 0;
     let mut sink = 0usize;
@@ -150,7 +150,7 @@ fn baseline_rx(batch: usize) -> f64 {
     let mut fe = RxFrontend::new(region.mem(), 32).unwrap();
     let mut be = RxBackend::attach(region.mem(), GrantBound(u32::MAX)).unwrap();
     let buf = OwnedRegion::new(4096);
-    let src = vec![7u8; PKT];
+    let src = [7u8; PKT];
     for id in 0..256u16 {
         fe.post_buffer(id, 1).unwrap();
     }

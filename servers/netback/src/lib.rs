@@ -6,6 +6,7 @@
 //! - [`xenbus`]: the backend state machine of each vif;
 //! - [`netif`]: one netif queue (guest TX and rx-copy RX over libnc2's rings);
 //! - [`switch`]: which ports get a frame (vifs, NIC, responder);
+//! - [`nicport`]: the switch's NIC port over a queue-pair channel (a pool per MAC);
 //! - [`responder`]: ARP and ICMP echo for the driver domain's own address;
 //! - [`counters`]: per-vif counters;
 //! - [`service`]: all of it together ([`service::Netback`]).
@@ -16,6 +17,7 @@ extern crate alloc;
 pub mod counters;
 pub mod hv;
 pub mod netif;
+pub mod nicport;
 pub mod responder;
 pub mod service;
 pub mod sim;

@@ -160,6 +160,17 @@ impl<H: Hypervisor> Netback<H> {
         self.switch.add_port(PortId::Nic, None);
     }
 
+    /// The MACs that need a NIC pool: the responder's and each connected vif's.
+    pub fn port_macs(&self) -> Vec<Mac> {
+        let mut v = alloc::vec![self.cfg.mac];
+        v.extend(
+            self.ids
+                .keys()
+                .filter_map(|k| self.macs.get(k).copied().flatten()),
+        );
+        v
+    }
+
     /// A frame from the NIC.
     pub fn nic_receive(&mut self, frame: Frame) {
         self.forward(PortId::Nic, frame);

@@ -1,0 +1,436 @@
+//! The switch's NIC port: netback's end of a queue-pair channel to nic-ixgbe. Every MAC that
+//! netback serves (each connected vif's, and the responder's) gets its own NIC pool, so the
+//! NIC filters frames per guest; received frames come back as [`Frame`]s for the switch, and
+//! a frame for the wire leaves through the pool of its SOURCE MAC (each guest's own queue).
+//!
+//! Buffers live in one DMA region netback owns: pool slot `k` owns buffers
+//! `k*per_pool .. (k+1)*per_pool`, the first `rx_per_pool` for receive, the rest for
+//! transmit; a buffer's id is its index, its bus address `bus + index * buf_size`.
+//!
+//! Invariants: a completion is acted on only if its id is a buffer of the pool it names and
+//! that buffer is outstanding in that direction (anything else is counted and ignored); a
+//! frame is only posted for a pool the NIC allocated and not released; frames the NIC cannot
+//! send as they are (offload metadata, longer than a buffer or 1522 bytes) are dropped and
+//! counted, never truncated.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use libnc2::shm::SharedMem;
+use qpair::{
+    ChannelError, Ctrl, CtrlReply, MacAddr, NetbackEnd, PoolFlags, RefuseReason, RxDone, RxPost,
+    RxStatus, TxDone, TxPost,
+};
+
+use crate::hv::{read_bytes, write_bytes};
+use crate::switch::{ETH_HLEN, Frame, Mac};
+
+/// Longest frame the NIC path transmits (with a VLAN tag).
+pub const MAX_WIRE_FRAME: usize = 1522;
+
+/// Memory the NIC can reach: `mem` is at bus address `bus`.
+#[derive(Clone, Copy, Debug)]
+pub struct DmaRegion {
+    /// The CPU's view.
+    pub mem: SharedMem<'static>,
+    /// Bus address of its first byte.
+    pub bus: u64,
+}
+
+/// Sizes of the port's buffers.
+#[derive(Clone, Copy, Debug)]
+pub struct PortConfig {
+    /// Bytes per buffer (at least the NIC's receive buffer size).
+    pub buf_size: usize,
+    /// Receive buffers per pool.
+    pub rx_per_pool: u32,
+    /// Transmit buffers per pool.
+    pub tx_per_pool: u32,
+    /// Pools at most.
+    pub max_pools: usize,
+}
+
+impl PortConfig {
+    /// Bytes of DMA memory the port needs.
+    pub fn dma_bytes(&self) -> usize {
+        self.buf_size * (self.rx_per_pool + self.tx_per_pool) as usize * self.max_pools
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PoolState {
+    Requested,
+    Ready(u8),
+    Refused(RefuseReason),
+    Releasing(u8),
+}
+
+struct Pool {
+    mac: Mac,
+    state: PoolState,
+    rx_posted: Vec<bool>,
+    tx_free: Vec<u32>,
+    tx_busy: Vec<bool>,
+}
+
+/// What the port has done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Receive completions flagged as errors.
+    pub rx_errors: u64,
+    /// Frames posted for transmit.
+    pub tx_frames: u64,
+    /// Transmit completions other than `Sent`.
+    pub tx_failed: u64,
+    /// Frames not transmitted (no pool for the source, no buffer, offload, too long).
+    pub tx_drops: u64,
+    /// Completions or replies that named something we do not have outstanding.
+    pub bogus: u64,
+    /// Pools the NIC refused.
+    pub refused: u64,
+}
+
+/// netback's end of one queue-pair channel.
+pub struct NicPort<'a> {
+    end: NetbackEnd<'a>,
+    dma: DmaRegion,
+    cfg: PortConfig,
+    pools: Vec<Option<Pool>>,
+    by_nic: [Option<usize>; qpair::msg::MAX_POOLS as usize],
+    kick: bool,
+    /// What happened so far.
+    pub stats: PortStats,
+}
+
+impl<'a> NicPort<'a> {
+    /// A port over `end` with buffers in `dma` (which must hold `cfg.dma_bytes()`).
+    pub fn new(end: NetbackEnd<'a>, dma: DmaRegion, cfg: PortConfig) -> Option<Self> {
+        if dma.mem.len() < cfg.dma_bytes()
+            || cfg.buf_size < MAX_WIRE_FRAME
+            || !cfg.buf_size.is_multiple_of(8)
+        {
+            return None;
+        }
+        let mut pools = Vec::new();
+        pools.resize_with(cfg.max_pools, || None);
+        Some(NicPort {
+            end,
+            dma,
+            cfg,
+            pools,
+            by_nic: [None; qpair::msg::MAX_POOLS as usize],
+            kick: false,
+            stats: PortStats::default(),
+        })
+    }
+
+    /// True once since the last call if the NIC server should be notified.
+    pub fn take_kick(&mut self) -> bool {
+        core::mem::take(&mut self.kick)
+    }
+
+    fn per_pool(&self) -> u32 {
+        self.cfg.rx_per_pool + self.cfg.tx_per_pool
+    }
+
+    /// The NIC pool of `mac`, once allocated.
+    pub fn pool_of(&self, mac: &Mac) -> Option<u8> {
+        self.pools.iter().flatten().find_map(|p| match p.state {
+            PoolState::Ready(n) if p.mac == *mac => Some(n),
+            _ => None,
+        })
+    }
+
+    /// Makes the pools match `macs`: asks for pools of new MACs, releases those of MACs gone.
+    pub fn sync_macs(&mut self, macs: &[Mac]) -> Result<(), ChannelError> {
+        let mut ctrl = Vec::new();
+        for slot in self.pools.iter_mut() {
+            let Some(p) = slot else { continue };
+            if macs.contains(&p.mac) {
+                continue;
+            }
+            match p.state {
+                PoolState::Ready(n) => {
+                    ctrl.push(Ctrl::ReleasePool { pool: n });
+                    p.state = PoolState::Releasing(n);
+                }
+                PoolState::Refused(_) => *slot = None,
+                // A pending request is released once its answer arrives.
+                PoolState::Requested | PoolState::Releasing(_) => {}
+            }
+        }
+        for mac in macs {
+            if self.pools.iter().flatten().any(|p| p.mac == *mac) {
+                continue;
+            }
+            let Some(k) = self.pools.iter().position(Option::is_none) else {
+                self.stats.refused += 1;
+                continue;
+            };
+            let per_rx = self.cfg.rx_per_pool as usize;
+            self.pools[k] = Some(Pool {
+                mac: *mac,
+                state: PoolState::Requested,
+                rx_posted: vec![false; per_rx],
+                tx_free: (0..self.cfg.tx_per_pool).rev().collect(),
+                tx_busy: vec![false; self.cfg.tx_per_pool as usize],
+            });
+            ctrl.push(Ctrl::AllocPool {
+                req: k as u32,
+                mac: MacAddr(*mac),
+                flags: PoolFlags {
+                    broadcast: true,
+                    multicast: true,
+                },
+            });
+        }
+        if !ctrl.is_empty() {
+            let p = self.end.send_ctrl(&ctrl)?;
+            self.kick |= p.notify;
+        }
+        Ok(())
+    }
+
+    fn buf_off(&self, id: u32) -> usize {
+        id as usize * self.cfg.buf_size
+    }
+
+    fn post_rx_all(&mut self, k: usize) -> Result<(), ChannelError> {
+        let base = k as u32 * self.per_pool();
+        let (buf, bus) = (self.cfg.buf_size, self.dma.bus);
+        let Some(p) = self.pools[k].as_mut() else {
+            return Ok(());
+        };
+        let PoolState::Ready(n) = p.state else {
+            return Ok(());
+        };
+        let mut posts = Vec::new();
+        for (i, posted) in p.rx_posted.iter_mut().enumerate() {
+            if !*posted {
+                let id = base + i as u32;
+                posts.push(RxPost {
+                    pool: n,
+                    id,
+                    addr: bus + (id as usize * buf) as u64,
+                    len: buf.min(usize::from(qpair::msg::MAX_LEN)) as u16,
+                });
+                *posted = true;
+            }
+        }
+        if !posts.is_empty() {
+            let r = self.end.post_rx(&posts)?;
+            self.kick |= r.notify;
+            // Whatever did not fit is posted on a later round.
+            for post in &posts[r.count..] {
+                p.rx_posted[(post.id - base) as usize] = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles everything the NIC sent back; received frames go to `out`.
+    pub fn poll(&mut self, out: &mut Vec<Frame>) -> Result<(), ChannelError> {
+        let mut replies = [CtrlReply::PoolReleased { pool: 0 }; 16];
+        loop {
+            let n = self.end.recv_ctrl(&mut replies)?;
+            for r in &replies[..n] {
+                self.ctrl_reply(*r)?;
+            }
+            if n < replies.len() {
+                break;
+            }
+        }
+        let mut done = [RxDone {
+            pool: 0,
+            id: 0,
+            len: 0,
+            status: RxStatus::Unused,
+        }; 32];
+        let mut repost: Vec<usize> = Vec::new();
+        loop {
+            let n = self.end.recv_rx_done(&mut done)?;
+            for d in &done[..n] {
+                if let Some(k) = self.rx_done(*d, out) {
+                    repost.push(k);
+                }
+            }
+            if n < done.len() {
+                break;
+            }
+        }
+        repost.sort_unstable();
+        repost.dedup();
+        for k in repost {
+            self.post_rx_all(k)?;
+        }
+        let mut tdone = [TxDone {
+            pool: 0,
+            id: 0,
+            status: qpair::TxStatus::Sent,
+        }; 32];
+        loop {
+            let n = self.end.recv_tx_done(&mut tdone)?;
+            for d in &tdone[..n] {
+                self.tx_done(*d);
+            }
+            if n < tdone.len() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn ctrl_reply(&mut self, r: CtrlReply) -> Result<(), ChannelError> {
+        match r {
+            CtrlReply::PoolAllocated { req, pool } => {
+                let k = req as usize;
+                let ok = matches!(self.pools.get(k), Some(Some(p)) if p.state == PoolState::Requested)
+                    && self.by_nic[usize::from(pool)].is_none();
+                if !ok {
+                    self.stats.bogus += 1;
+                    return Ok(());
+                }
+                self.by_nic[usize::from(pool)] = Some(k);
+                if let Some(p) = self.pools[k].as_mut() {
+                    p.state = PoolState::Ready(pool);
+                }
+                self.post_rx_all(k)?;
+            }
+            CtrlReply::PoolRefused { req, reason } => match self.pools.get_mut(req as usize) {
+                Some(Some(p)) if p.state == PoolState::Requested => {
+                    log::warn!("netback: NIC refused a pool: {reason:?}");
+                    p.state = PoolState::Refused(reason);
+                    self.stats.refused += 1;
+                }
+                _ => self.stats.bogus += 1,
+            },
+            CtrlReply::PoolReleased { pool } => match self.by_nic[usize::from(pool)].take() {
+                Some(k) => self.pools[k] = None,
+                None => self.stats.bogus += 1,
+            },
+        }
+        Ok(())
+    }
+
+    /// The pool slot and buffer index a completion names, if it is one of ours.
+    fn locate(&self, pool: u8, id: u32) -> Option<(usize, usize)> {
+        let k = (*self.by_nic.get(usize::from(pool))?)?;
+        let base = k as u32 * self.per_pool();
+        let i = id.checked_sub(base)?;
+        (i < self.per_pool()).then_some((k, i as usize))
+    }
+
+    fn rx_done(&mut self, d: RxDone, out: &mut Vec<Frame>) -> Option<usize> {
+        let rx_n = self.cfg.rx_per_pool as usize;
+        let Some((k, i)) = self.locate(d.pool, d.id).filter(|&(_, i)| i < rx_n) else {
+            self.stats.bogus += 1;
+            return None;
+        };
+        let off = self.buf_off(d.id);
+        let p = self.pools[k].as_mut()?;
+        if !p.rx_posted[i] {
+            self.stats.bogus += 1;
+            return None;
+        }
+        p.rx_posted[i] = false;
+        let releasing = matches!(p.state, PoolState::Releasing(_));
+        match d.status {
+            RxStatus::Frame if usize::from(d.len) <= self.cfg.buf_size => {
+                let mut data = vec![0u8; usize::from(d.len)];
+                read_bytes(self.dma.mem, off, &mut data);
+                self.stats.rx_frames += 1;
+                out.push(Frame::plain(data));
+            }
+            RxStatus::Frame => self.stats.bogus += 1,
+            RxStatus::Error => self.stats.rx_errors += 1,
+            RxStatus::Unused | RxStatus::Refused => return None,
+        }
+        (!releasing).then_some(k)
+    }
+
+    fn tx_done(&mut self, d: TxDone) {
+        let rx_n = self.cfg.rx_per_pool as usize;
+        let Some((k, i)) = self.locate(d.pool, d.id).filter(|&(_, i)| i >= rx_n) else {
+            self.stats.bogus += 1;
+            return;
+        };
+        let Some(p) = self.pools[k].as_mut() else {
+            return;
+        };
+        let t = i - rx_n;
+        if !p.tx_busy[t] {
+            self.stats.bogus += 1;
+            return;
+        }
+        p.tx_busy[t] = false;
+        p.tx_free.push(t as u32);
+        if d.status != qpair::TxStatus::Sent {
+            self.stats.tx_failed += 1;
+        }
+    }
+
+    /// Posts `frames` for the wire, each through its source MAC's pool.
+    pub fn transmit(
+        &mut self,
+        frames: impl IntoIterator<Item = Frame>,
+    ) -> Result<(), ChannelError> {
+        let mut posts = Vec::new();
+        let per = self.per_pool();
+        let rx_n = self.cfg.rx_per_pool;
+        for f in frames {
+            let len = f.data.len();
+            let sendable = (ETH_HLEN..=MAX_WIRE_FRAME).contains(&len)
+                && !f.offload.csum_blank
+                && f.offload.gso.is_none();
+            let slot = f.src().and_then(|src| {
+                self.pools.iter().position(|p| {
+                    matches!(p, Some(p) if p.mac == src && matches!(p.state, PoolState::Ready(_)))
+                })
+            });
+            let (Some(k), true) = (slot, sendable) else {
+                self.stats.tx_drops += 1;
+                continue;
+            };
+            let Some(p) = self.pools[k].as_mut() else {
+                continue;
+            };
+            let PoolState::Ready(n) = p.state else {
+                continue;
+            };
+            let Some(t) = p.tx_free.pop() else {
+                self.stats.tx_drops += 1;
+                continue;
+            };
+            p.tx_busy[t as usize] = true;
+            let id = k as u32 * per + rx_n + t;
+            let off = id as usize * self.cfg.buf_size;
+            write_bytes(self.dma.mem, off, &f.data);
+            posts.push(TxPost {
+                pool: n,
+                id,
+                addr: self.dma.bus + off as u64,
+                len: len as u16,
+            });
+        }
+        if posts.is_empty() {
+            return Ok(());
+        }
+        let r = self.end.post_tx(&posts)?;
+        self.kick |= r.notify;
+        self.stats.tx_frames += r.count as u64;
+        for post in &posts[r.count..] {
+            // The ring was full: give the buffer back and count the frame as dropped.
+            if let Some((k, i)) = self.locate(post.pool, post.id)
+                && let Some(p) = self.pools[k].as_mut()
+            {
+                let t = i - rx_n as usize;
+                p.tx_busy[t] = false;
+                p.tx_free.push(t as u32);
+            }
+            self.stats.tx_drops += 1;
+        }
+        Ok(())
+    }
+}

@@ -220,6 +220,10 @@ impl Xenbus {
             .xs_read(&format!("{path}/frontend-id"))
             .ok()
             .and_then(|v| parse_u32(&v));
+        // The frontend directory must be the guest's own: otherwise its keys could be written
+        // by someone else than the domain whose rings we would map.
+        let own = format!("/local/domain/{}/", key.0);
+        let frontend = frontend.filter(|p| p.starts_with(&own));
         let Some(frontend) = frontend else {
             // libxl writes the directory in one transaction; without this key it is not ours
             // to serve (or not complete yet: a later write rescans).

@@ -455,3 +455,72 @@ fn frontend_closing_goes_closing_then_closed_and_reconnects() {
     settle(&mut nb, &mut [&mut a]);
     assert_eq!(a.tx_ok, 1);
 }
+
+#[test]
+fn revoked_grants_error_tx_packets_and_disconnect_on_rx() {
+    let (mut nb, mut a, mut b) = two_guests(GuestOpts::default(), GuestOpts::default());
+    // B's tx pages are no longer granted: its packet is answered with an error, B stays.
+    b.revoke_tx_grants(nb.hv_mut());
+    b.send(nb.hv_mut(), &frame(mac_of(5), mac_of(6), 100, 1));
+    settle(&mut nb, &mut [&mut a, &mut b]);
+    assert_eq!(b.tx_err, 1);
+    assert!(a.received.is_empty());
+    assert!(nb.is_connected((6, 0)));
+    // B's posted rx buffers are no longer granted: filling one fails, B is disconnected.
+    b.revoke_rx_grants(nb.hv_mut());
+    a.send(nb.hv_mut(), &frame(mac_of(6), mac_of(5), 100, 2));
+    settle(&mut nb, &mut [&mut a, &mut b]);
+    assert!(!nb.is_connected((6, 0)));
+    let err = nb.hv().peek(&format!("{}/error", be_path(6, 0))).unwrap();
+    assert!(std::str::from_utf8(err).unwrap().contains("not writable"));
+    // A is unaffected.
+    a.send(nb.hv_mut(), &frame(BROADCAST, mac_of(5), 60, 3));
+    settle(&mut nb, &mut [&mut a, &mut b]);
+    assert_eq!(a.tx_ok, 2);
+    assert!(nb.is_connected((5, 0)));
+}
+
+#[test]
+fn a_frontend_directory_outside_the_guest_is_refused() {
+    let mut nb = netback();
+    toolstack_add(nb.hv_mut(), 5, 0);
+    nb.hv_mut().store_write(
+        &format!("{}/frontend", be_path(5, 0)),
+        b"/local/domain/0/device/vif/0",
+    );
+    nb.poll();
+    assert_eq!(nb.xenbus().state((5, 0)), None, "not served");
+    assert_eq!(state_of(nb.hv(), &be_path(5, 0)), Some(1));
+}
+
+/// Guests that scribble random words over their shared ring pages: netback never panics,
+/// and whatever happens to them, a well-behaved guest keeps its traffic.
+#[test]
+fn ring_scribblers_never_hurt_netback_or_others() {
+    let rounds = if std::env::var("NC2DD_LONG_TESTS").as_deref() == Ok("1") {
+        2000
+    } else {
+        60
+    };
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut hurt = 0;
+    for round in 0..rounds {
+        let (mut nb, mut a, mut b) = two_guests(GuestOpts::default(), GuestOpts::default());
+        for i in 0..4 {
+            b.scribble_rings(nb.hv_mut(), &mut seed, 1 + (round % 8));
+            b.send_unchecked(nb.hv_mut(), &frame(mac_of(5), mac_of(6), 60 + i, i as u8));
+            a.send(nb.hv_mut(), &frame(BROADCAST, mac_of(5), 60, i as u8));
+            nb.poll();
+            a.poll(nb.hv_mut());
+        }
+        settle(&mut nb, &mut [&mut a]);
+        assert!(nb.is_connected((5, 0)), "round {round}");
+        hurt += usize::from(!nb.is_connected((6, 0)));
+        assert_eq!(a.tx_ok, 4, "round {round}");
+    }
+    // The scribbles did break rings (the seed is fixed, so this is deterministic).
+    assert!(
+        hurt >= rounds / 4,
+        "only {hurt} of {rounds} scribblers were disconnected"
+    );
+}

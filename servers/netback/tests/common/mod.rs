@@ -97,6 +97,7 @@ struct Queue {
     tx: TxFrontend<'static>,
     rx: RxFrontend<'static>,
     tx_ring: SharedMem<'static>,
+    rx_ring: SharedMem<'static>,
     port_tx: Port,
     port_rx: Port,
     rx_bufs: BTreeMap<u16, (u32, SharedMem<'static>)>,
@@ -181,6 +182,7 @@ impl Guest {
                 tx,
                 rx,
                 tx_ring: tmem,
+                rx_ring: rmem,
                 port_tx,
                 port_rx,
                 rx_bufs,
@@ -256,6 +258,13 @@ impl Guest {
         self.push(hv, 0);
     }
 
+    /// Sends one frame on queue 0 if the (possibly scribbled) ring lets it.
+    pub fn send_unchecked(&mut self, hv: &mut SimHypervisor, data: &[u8]) {
+        if self.queue_frame(0, data, 0, &[]) {
+            self.push(hv, 0);
+        }
+    }
+
     /// Collects tx responses and received packets (re-posting the buffers), as netfront's
     /// poll does.
     pub fn poll(&mut self, hv: &mut SimHypervisor) {
@@ -308,6 +317,48 @@ impl Guest {
             std::sync::atomic::Ordering::Release,
         );
         hv.guest_notify(self.dom, q.port_tx);
+    }
+
+    /// Hostile: ends the grants of every posted rx buffer (they stay posted).
+    pub fn revoke_rx_grants(&mut self, hv: &mut SimHypervisor) {
+        for q in &self.queues {
+            for (g, _) in q.rx_bufs.values() {
+                hv.revoke(self.dom, *g);
+            }
+        }
+    }
+
+    /// Hostile: ends the grants of the tx pages.
+    pub fn revoke_tx_grants(&mut self, hv: &mut SimHypervisor) {
+        for (g, _) in &self.tx_pages {
+            hv.revoke(self.dom, *g);
+        }
+    }
+
+    /// Hostile: scribbles `words` pseudo-random words over the shared ring pages and kicks.
+    pub fn scribble_rings(&mut self, hv: &mut SimHypervisor, seed: &mut u64, words: usize) {
+        for q in &self.queues {
+            for mem in [q.tx_ring, q.rx_ring] {
+                for _ in 0..words {
+                    *seed ^= *seed << 13;
+                    *seed ^= *seed >> 7;
+                    *seed ^= *seed << 17;
+                    // Half the scribbles hit the ring indices, the rest the slots.
+                    let off = if *seed & 1 == 0 {
+                        (*seed as usize >> 1) % 4 * 4
+                    } else {
+                        (*seed as usize >> 1) % 1024 * 4
+                    };
+                    mem.store_u32(
+                        off,
+                        (*seed >> 32) as u32,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
+            }
+            hv.guest_notify(self.dom, q.port_tx);
+            hv.guest_notify(self.dom, q.port_rx);
+        }
     }
 
     /// Goes Closing then Closed, as netfront does on unplug.

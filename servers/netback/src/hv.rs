@@ -11,8 +11,8 @@
 //!   implementation: a bad one is a per-operation status, never a fault of the caller.
 
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
 
 use libnc2::shm::SharedMem;
 pub use userland::xenstore::{Error as XsError, WatchEvent};
@@ -180,22 +180,66 @@ pub trait Hypervisor {
     fn alloc_local(&mut self, pages: usize) -> Result<LocalRegion, HvError>;
 }
 
-/// Reads `out.len()` bytes at any byte offset of `mem`.
+/// Reads `out.len()` bytes at any byte offset of `mem` (word copies for the aligned middle).
 pub fn read_bytes(mem: SharedMem<'_>, off: usize, out: &mut [u8]) {
-    let start = off & !3;
-    let end = (off + out.len()).div_ceil(4) * 4;
-    let mut tmp = vec![0u8; end - start];
-    mem.read_into(start, &mut tmp);
-    out.copy_from_slice(&tmp[off - start..off - start + out.len()]);
+    let head = ((4 - off % 4) % 4).min(out.len());
+    for (k, b) in out[..head].iter_mut().enumerate() {
+        *b = mem.read_u8(off + k);
+    }
+    let mid = (out.len() - head) & !3;
+    if mid > 0 {
+        mem.read_into(off + head, &mut out[head..head + mid]);
+    }
+    for (k, b) in out.iter_mut().enumerate().skip(head + mid) {
+        *b = mem.read_u8(off + k);
+    }
 }
 
-/// Writes `data` at any byte offset of `mem` (read-modify-write of the edge words, so only for memory no one else
-/// writes meanwhile: netback's own local regions, or a simulated guest's pages).
+/// Writes `data` at any byte offset of `mem`. The partial words at either end are
+/// read-modify-written, so this is only for memory no one else writes meanwhile: netback's
+/// own local regions, or a simulated guest's pages.
 pub fn write_bytes(mem: SharedMem<'_>, off: usize, data: &[u8]) {
-    let start = off & !3;
-    let end = (off + data.len()).div_ceil(4) * 4;
-    let mut tmp = vec![0u8; end - start];
-    mem.read_into(start, &mut tmp);
-    tmp[off - start..off - start + data.len()].copy_from_slice(data);
-    mem.write_from(start, &tmp);
+    let head = ((4 - off % 4) % 4).min(data.len());
+    let put = |at: usize, b: u8| {
+        let w = at & !3;
+        let mut v = mem.load_u32(w, Ordering::Relaxed).to_ne_bytes();
+        v[at & 3] = b;
+        mem.store_u32(w, u32::from_ne_bytes(v), Ordering::Relaxed);
+    };
+    for (k, &b) in data[..head].iter().enumerate() {
+        put(off + k, b);
+    }
+    let mid = (data.len() - head) & !3;
+    if mid > 0 {
+        mem.write_from(off + head, &data[head..head + mid]);
+    }
+    for (k, &b) in data.iter().enumerate().skip(head + mid) {
+        put(off + k, b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libnc2::shm::OwnedRegion;
+
+    #[test]
+    fn byte_copies_at_every_alignment() {
+        let r = OwnedRegion::new(64);
+        for off in 0..9 {
+            for len in 0..20 {
+                r.mem().zero(0, 64);
+                let data: Vec<u8> = (0..len).map(|i| i as u8 + 1).collect();
+                write_bytes(r.mem(), off, &data);
+                let mut all = [0u8; 64];
+                r.mem().read_into(0, &mut all);
+                assert!(all[..off].iter().all(|&b| b == 0), "{off} {len}");
+                assert_eq!(&all[off..off + len], &data[..]);
+                assert!(all[off + len..].iter().all(|&b| b == 0), "{off} {len}");
+                let mut back = vec![0u8; len];
+                read_bytes(r.mem(), off, &mut back);
+                assert_eq!(back, data);
+            }
+        }
+    }
 }

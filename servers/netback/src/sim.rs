@@ -14,7 +14,6 @@
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::{String, ToString};
-use alloc::vec;
 use alloc::vec::Vec;
 
 use libnc2::shm::{OwnedRegion, SharedMem};
@@ -96,6 +95,7 @@ pub struct SimHypervisor {
     maps: BTreeMap<u32, (DomId, u32)>,
     next_handle: u32,
     regions: Vec<SharedMem<'static>>,
+    scratch: Vec<u8>,
     /// What the backend has asked for so far.
     pub counters: SimCounters,
 }
@@ -112,13 +112,17 @@ fn under(path: &str, watch: &str) -> bool {
 
 /// Copies `len` bytes between two shared windows at any byte offsets (the windows only allow
 /// word accesses, so the enclosing words are read and merged).
-fn copy_bytes(src: SharedMem<'_>, soff: usize, dst: SharedMem<'_>, doff: usize, len: usize) {
-    if len == 0 {
-        return;
-    }
-    let mut buf = vec![0u8; len];
-    read_bytes(src, soff, &mut buf);
-    write_bytes(dst, doff, &buf);
+fn copy_bytes(
+    scratch: &mut Vec<u8>,
+    src: SharedMem<'_>,
+    soff: usize,
+    dst: SharedMem<'_>,
+    doff: usize,
+    len: usize,
+) {
+    scratch.resize(len, 0);
+    read_bytes(src, soff, scratch);
+    write_bytes(dst, doff, scratch);
 }
 
 impl SimHypervisor {
@@ -136,6 +140,7 @@ impl SimHypervisor {
             maps: BTreeMap::new(),
             next_handle: 1,
             regions: Vec::new(),
+            scratch: Vec::new(),
             counters: SimCounters::default(),
         };
         s.domains.insert(me, Domain::default());
@@ -463,7 +468,7 @@ impl Hypervisor for SimHypervisor {
                 .and_then(|s| self.resolve(op.dst, len, true).map(|d| (s, d)));
             op.status = match r {
                 Ok(((sm, so), (dm, dof))) => {
-                    copy_bytes(sm, so, dm, dof, len);
+                    copy_bytes(&mut self.scratch, sm, so, dm, dof, len);
                     GNTST_OKAY
                 }
                 Err(s) => {

@@ -10,6 +10,12 @@
 //! - [`responder`]: ARP and ICMP echo for the driver domain's own address;
 //! - [`counters`]: per-vif counters;
 //! - [`service`]: all of it together ([`service::Netback`]).
+//!
+//! Wiring in the server (once the gateway implements [`hv::Hypervisor`]): build
+//! `Netback::new(gateway, Config)` and, with a queue-pair channel, `NicPort::new(..)` plus
+//! `Netback::attach_nic()`; then on every wake-up (xenstore, event channel, queue pair) call
+//! `nb.poll()`, `port.exchange(&mut nb)`, kick nic-ixgbe if `port.take_kick()`, call
+//! `nb.poll()` again if the exchange delivered frames, and `nb.publish_counters()` now and then.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;

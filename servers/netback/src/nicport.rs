@@ -22,7 +22,8 @@ use qpair::{
     RxStatus, TxDone, TxPost,
 };
 
-use crate::hv::{read_bytes, write_bytes};
+use crate::hv::{Hypervisor, read_bytes, write_bytes};
+use crate::service::Netback;
 use crate::switch::{ETH_HLEN, Frame, Mac};
 
 /// Longest frame the NIC path transmits (with a VLAN tag).
@@ -432,5 +433,18 @@ impl<'a> NicPort<'a> {
             self.stats.tx_drops += 1;
         }
         Ok(())
+    }
+
+    /// One exchange with netback: pools follow the served MACs, frames from the NIC go into
+    /// the switch, frames for the wire go out. The server calls this after `Netback::poll`
+    /// and after a queue-pair notification, then kicks the NIC if [`NicPort::take_kick`].
+    pub fn exchange<H: Hypervisor>(&mut self, nb: &mut Netback<H>) -> Result<(), ChannelError> {
+        self.sync_macs(&nb.port_macs())?;
+        let mut frames = Vec::new();
+        self.poll(&mut frames)?;
+        for f in frames {
+            nb.nic_receive(f);
+        }
+        self.transmit(nb.take_nic_frames())
     }
 }

@@ -524,3 +524,33 @@ fn ring_scribblers_never_hurt_netback_or_others() {
         "only {hurt} of {rounds} scribblers were disconnected"
     );
 }
+
+#[test]
+fn a_flooding_guest_does_not_starve_another() {
+    let cfg = netback::Config {
+        tx_budget: 8,
+        ..netback::Config::default()
+    };
+    let mut nb = Netback::new(SimHypervisor::new(BACKEND), cfg);
+    nb.attach_nic();
+    toolstack_add(nb.hv_mut(), 5, 0);
+    toolstack_add(nb.hv_mut(), 6, 0);
+    nb.poll();
+    let mut a = Guest::connect(nb.hv_mut(), 5, 0, GuestOpts::default());
+    let mut b = Guest::connect(nb.hv_mut(), 6, 0, GuestOpts::default());
+    nb.poll();
+    let wire = [2, 0, 0, 0, 0, 9];
+    for i in 0..64 {
+        assert!(a.queue_frame(0, &frame(wire, mac_of(5), 60, i as u8), 0, &[]));
+    }
+    a.push(nb.hv_mut(), 0);
+    b.send(nb.hv_mut(), &frame(BROADCAST, mac_of(6), 60, 1));
+    nb.poll();
+    let out = nb.take_nic_frames();
+    assert_eq!(out.len(), 65);
+    // Each round takes one batch per queue: B's frame leaves with A's first batch.
+    let pos = out.iter().position(|f| f.src() == Some(mac_of(6))).unwrap();
+    assert!(pos <= 8, "B's frame came out at {pos}");
+    b.poll(nb.hv_mut());
+    assert_eq!(b.tx_ok, 1);
+}

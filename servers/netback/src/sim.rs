@@ -96,6 +96,9 @@ pub struct SimHypervisor {
     next_handle: u32,
     regions: Vec<SharedMem<'static>>,
     scratch: Vec<u8>,
+    /// While set, backend xenstore requests for paths starting with it fail with `EIO` (a
+    /// sick xenstored; `""` fails them all).
+    pub xs_fail: Option<String>,
     /// What the backend has asked for so far.
     pub counters: SimCounters,
 }
@@ -141,6 +144,7 @@ impl SimHypervisor {
             next_handle: 1,
             regions: Vec::new(),
             scratch: Vec::new(),
+            xs_fail: None,
             counters: SimCounters::default(),
         };
         s.domains.insert(me, Domain::default());
@@ -256,6 +260,13 @@ impl SimHypervisor {
         }
     }
 
+    fn sick(&self, path: &str) -> Result<(), HvError> {
+        if self.xs_fail.as_deref().is_some_and(|p| path.starts_with(p)) {
+            return Err(HvError::Xs(XsError::Xs(userland::xenstore::XsErrno::EIO)));
+        }
+        Ok(())
+    }
+
     fn resolve(
         &self,
         p: CopyPtr,
@@ -303,6 +314,7 @@ impl Hypervisor for SimHypervisor {
 
     fn xs_read(&mut self, path: &str) -> Result<Vec<u8>, HvError> {
         self.counters.xs_requests += 1;
+        self.sick(path)?;
         self.store.get(path).cloned().ok_or(HvError::Xs(XsError::Xs(
             userland::xenstore::XsErrno::ENOENT,
         )))
@@ -310,12 +322,14 @@ impl Hypervisor for SimHypervisor {
 
     fn xs_write(&mut self, path: &str, value: &[u8]) -> Result<(), HvError> {
         self.counters.xs_requests += 1;
+        self.sick(path)?;
         self.store_write(path, value);
         Ok(())
     }
 
     fn xs_directory(&mut self, path: &str) -> Result<Vec<String>, HvError> {
         self.counters.xs_requests += 1;
+        self.sick(path)?;
         let prefix = alloc::format!("{path}/");
         let mut out: Vec<String> = Vec::new();
         for k in self.store.keys() {
@@ -337,6 +351,7 @@ impl Hypervisor for SimHypervisor {
 
     fn xs_rm(&mut self, path: &str) -> Result<(), HvError> {
         self.counters.xs_requests += 1;
+        self.sick(path)?;
         self.store_rm(path);
         Ok(())
     }

@@ -19,9 +19,10 @@ use alloc::vec::Vec;
 
 use userland::xenstore::XenbusState;
 
-use crate::hv::{DomId, Hypervisor, Port};
+use crate::hv::{DomId, HvError, Hypervisor, Port, XsError};
 use crate::netif::{Features, QueueRefs};
 use crate::switch::Mac;
+use userland::xenstore::XsErrno;
 
 /// A vif: (frontend domain, device id).
 pub type VifKey = (DomId, u32);
@@ -172,12 +173,28 @@ impl Xenbus {
 
     fn rescan<H: Hypervisor>(&mut self, hv: &mut H, actions: &mut Vec<Action>) {
         let mut present: Vec<VifKey> = Vec::new();
-        for d in hv.xs_directory(&self.base).unwrap_or_default() {
+        // A missing directory means no vifs; any other failure means we do not know, and
+        // tearing vifs down on a transient xenstore error would be worse than waiting.
+        let list = |hv: &mut H, dir: &str| match hv.xs_directory(dir) {
+            Ok(v) => Some(v),
+            Err(HvError::Xs(XsError::Xs(XsErrno::ENOENT))) => Some(Vec::new()),
+            Err(e) => {
+                log::error!("netback: cannot list {dir}: {e}");
+                None
+            }
+        };
+        let Some(doms) = list(hv, &self.base) else {
+            return;
+        };
+        for d in doms {
             let Some(dom) = parse_u32(d.as_bytes()).and_then(|v| DomId::try_from(v).ok()) else {
                 continue;
             };
             let dir = format!("{}/{dom}", self.base);
-            for dev in hv.xs_directory(&dir).unwrap_or_default() {
+            let Some(devs) = list(hv, &dir) else {
+                return;
+            };
+            for dev in devs {
                 if let Some(devid) = parse_u32(dev.as_bytes()) {
                     present.push((dom, devid));
                 }
@@ -274,11 +291,16 @@ impl Xenbus {
         let Some(mut vif) = self.vifs.get(&key).cloned() else {
             return;
         };
-        let fe = hv
-            .xs_read(&format!("{}/state", vif.frontend))
-            .ok()
-            .and_then(|v| parse_u32(&v))
-            .and_then(|v| XenbusState::from_u64(v.into()));
+        // A missing or malformed frontend state reads as None (the frontend is gone or
+        // hostile: close); a failed read changes nothing.
+        let fe = match hv.xs_read(&format!("{}/state", vif.frontend)) {
+            Ok(v) => parse_u32(&v).and_then(|v| XenbusState::from_u64(v.into())),
+            Err(HvError::Xs(XsError::Xs(XsErrno::ENOENT))) => None,
+            Err(e) => {
+                log::error!("netback: cannot read {}/state: {e}", vif.frontend);
+                return;
+            }
+        };
         use XenbusState::*;
         match (vif.state, fe) {
             (InitWait, Some(Initialised | Connected)) => match self.read_frontend(hv, &vif) {

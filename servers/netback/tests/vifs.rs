@@ -554,3 +554,25 @@ fn a_flooding_guest_does_not_starve_another() {
     b.poll(nb.hv_mut());
     assert_eq!(b.tx_ok, 1);
 }
+
+#[test]
+fn a_sick_xenstore_does_not_tear_vifs_down() {
+    let (mut nb, mut a, mut b) = two_guests(GuestOpts::default(), GuestOpts::default());
+    nb.hv_mut().xs_fail = Some(String::new());
+    // The toolstack touches the backend tree while xenstored is failing our requests.
+    nb.hv_mut()
+        .store_write(&format!("{}/hotplug-status", be_path(5, 0)), b"connected");
+    nb.poll();
+    assert!(nb.is_connected((5, 0)) && nb.is_connected((6, 0)));
+    // And while only a frontend's state cannot be read.
+    nb.hv_mut().xs_fail = Some(fe_path(6, 0));
+    nb.hv_mut()
+        .store_write(&format!("{}/hotplug-status", be_path(6, 0)), b"connected");
+    nb.poll();
+    assert!(nb.is_connected((5, 0)) && nb.is_connected((6, 0)));
+    nb.hv_mut().xs_fail = None;
+    a.send(nb.hv_mut(), &frame(mac_of(6), mac_of(5), 64, 1));
+    settle(&mut nb, &mut [&mut a, &mut b]);
+    assert_eq!(b.received.len(), 1);
+    assert_eq!(state_of(nb.hv(), &be_path(5, 0)), Some(4));
+}

@@ -176,6 +176,8 @@ pub trait Hypervisor {
     fn grant_unmap(&mut self, handles: &[u32]) -> Result<(), HvError>;
     /// `GNTTABOP_copy` for every op in one call; each op's `status` is set.
     fn grant_copy(&mut self, ops: &mut [CopyOp]) -> Result<(), HvError>;
+    /// Monotonic time in nanoseconds (for rate limits).
+    fn now_ns(&mut self) -> u64;
     /// Local memory of `pages` pages usable as a copy end.
     fn alloc_local(&mut self, pages: usize) -> Result<LocalRegion, HvError>;
 }

@@ -7,6 +7,7 @@
 //! - [`netif`]: one netif queue (guest TX and rx-copy RX over libnc2's rings);
 //! - [`switch`]: which ports get a frame (vifs, NIC, responder);
 //! - [`nicport`]: the switch's NIC port over a queue-pair channel (a pool per MAC);
+//! - [`rate`]: guest transmit rate limits (`rate` key);
 //! - [`responder`]: ARP and ICMP echo for the driver domain's own address;
 //! - [`counters`]: per-vif counters;
 //! - [`service`]: all of it together ([`service::Netback`]).
@@ -24,6 +25,7 @@ pub mod counters;
 pub mod hv;
 pub mod netif;
 pub mod nicport;
+pub mod rate;
 pub mod responder;
 pub mod service;
 pub mod sim;

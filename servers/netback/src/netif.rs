@@ -32,6 +32,7 @@ use crate::hv::{
     CopyOp, CopyPtr, DomId, GNTST_OKAY, HvError, Hypervisor, LocalRegion, Mapping, PAGE, Port,
     read_bytes, write_bytes,
 };
+use crate::rate::Credit;
 use crate::switch::{ETH_HLEN, Frame, Offload};
 
 /// Data slots per guest packet before the guest counts as hostile (Linux's `fatal_skb_slots`).
@@ -156,6 +157,7 @@ pub struct NetifQueue {
     backlog: VecDeque<Frame>,
     backlog_max: usize,
     ops: Vec<CopyOp>,
+    credit: Option<Credit>,
     /// This queue's counters.
     pub counters: VifCounters,
 }
@@ -263,8 +265,22 @@ impl NetifQueue {
             backlog: VecDeque::new(),
             backlog_max,
             ops: Vec::new(),
+            credit: None,
             counters,
         })
+    }
+
+    /// Limits guest transmit to `credit` from now on.
+    pub fn set_credit(&mut self, credit: Credit) {
+        self.credit = Some(credit);
+    }
+
+    /// If the rate limit holds guest transmit back: when it may go on.
+    pub fn throttled_until(&self) -> Option<u64> {
+        self.credit
+            .as_ref()
+            .filter(|c| !c.allows())
+            .map(Credit::next_window)
     }
 
     /// Local ports of this queue (tx, rx; equal without split channels).
@@ -301,23 +317,33 @@ impl NetifQueue {
     }
 
     /// Takes up to `budget` packets from the guest into `out` (one copy call for all of them)
-    /// and answers them. Returns how many packets were taken.
+    /// and answers them, within the rate limit at time `now`. Returns how many were taken.
     pub fn guest_tx<H: Hypervisor>(
         &mut self,
         hv: &mut H,
         budget: usize,
+        now: u64,
         out: &mut Vec<Frame>,
     ) -> Result<usize, QueueError> {
+        if let Some(c) = self.credit.as_mut() {
+            c.refill(now);
+        }
         let stage_tx = TX_STAGE_PAGES * PAGE;
         let mut items: Vec<TxItem> = Vec::new();
         let mut pos = 0usize;
         self.ops.clear();
         // Stop while a maximal packet still fits, so a taken packet always has room.
         while items.len() < budget && pos + MAX_PACKET < stage_tx {
+            if self.credit.as_ref().is_some_and(|c| !c.allows()) {
+                break;
+            }
             let Some(pkt) = self.tx.poll_packet()? else {
                 break;
             };
             let total = pkt.total as usize;
+            if let Some(c) = self.credit.as_mut() {
+                c.charge(total);
+            }
             let start = self.ops.len();
             let refused = total < ETH_HLEN;
             if !refused {

@@ -15,6 +15,7 @@ use alloc::vec::Vec;
 use crate::counters::VifCounters;
 use crate::hv::{Hypervisor, Port};
 use crate::netif::{NetifQueue, QueueError};
+use crate::rate::Credit;
 use crate::responder::Responder;
 use crate::switch::{Frame, Mac, PortId, Switch};
 use crate::xenbus::{Action, VifKey, Xenbus};
@@ -143,6 +144,14 @@ impl<H: Hypervisor> Netback<H> {
         c
     }
 
+    /// The earliest time a rate-limited queue may go on (the server's next timer), if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.vifs
+            .values()
+            .flat_map(|(_, v)| v.queues.iter().filter_map(NetifQueue::throttled_until))
+            .min()
+    }
+
     /// Writes every live vif's counters to its backend directory (`statistics`), for dom0.
     pub fn publish_counters(&mut self) {
         let keys: Vec<VifKey> = self.ids.keys().copied().collect();
@@ -192,6 +201,15 @@ impl<H: Hypervisor> Netback<H> {
         let mut pending = Vec::new();
         self.hv.evtchn_take_pending(&mut pending);
         let mut active = core::mem::take(&mut self.kicked);
+        let now = self.hv.now_ns();
+        // Queues held back by their rate limit go on once their window has come.
+        for (id, (_, vif)) in &self.vifs {
+            for (qi, q) in vif.queues.iter().enumerate() {
+                if q.throttled_until().is_some_and(|t| t <= now) {
+                    active.insert((*id, qi));
+                }
+            }
+        }
         for p in pending {
             if let Some(&q) = self.ports.get(&p) {
                 self.hv.evtchn_unmask(p);
@@ -215,12 +233,12 @@ impl<H: Hypervisor> Netback<H> {
                 };
                 let mut out = Vec::new();
                 let r = q
-                    .guest_tx(&mut self.hv, self.cfg.tx_budget, &mut out)
+                    .guest_tx(&mut self.hv, self.cfg.tx_budget, now, &mut out)
                     .and_then(|n| Ok((n, q.tx_final_check()?)));
                 match r {
                     Ok((n, more)) => {
                         moved += n;
-                        again |= more || n == self.cfg.tx_budget;
+                        again |= (more || n == self.cfg.tx_budget) && q.throttled_until().is_none();
                     }
                     Err(e) => failed.push((id, e)),
                 }
@@ -277,7 +295,13 @@ impl<H: Hypervisor> Netback<H> {
                         info.features,
                         self.cfg.rx_backlog,
                     ) {
-                        Ok(q) => queues.push(q),
+                        Ok(mut q) => {
+                            if let Some(r) = info.rate {
+                                let now = self.hv.now_ns();
+                                q.set_credit(Credit::new(r, now));
+                            }
+                            queues.push(q)
+                        }
                         Err(e) => {
                             err = Some(e);
                             break;

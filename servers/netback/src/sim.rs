@@ -99,6 +99,8 @@ pub struct SimHypervisor {
     /// While set, backend xenstore requests for paths starting with it fail with `EIO` (a
     /// sick xenstored; `""` fails them all).
     pub xs_fail: Option<String>,
+    /// The simulated clock ([`Hypervisor::now_ns`]); tests move it.
+    pub clock_ns: u64,
     /// What the backend has asked for so far.
     pub counters: SimCounters,
 }
@@ -145,6 +147,7 @@ impl SimHypervisor {
             regions: Vec::new(),
             scratch: Vec::new(),
             xs_fail: None,
+            clock_ns: 0,
             counters: SimCounters::default(),
         };
         s.domains.insert(me, Domain::default());
@@ -493,6 +496,10 @@ impl Hypervisor for SimHypervisor {
             };
         }
         Ok(())
+    }
+
+    fn now_ns(&mut self) -> u64 {
+        self.clock_ns
     }
 
     fn alloc_local(&mut self, pages: usize) -> Result<LocalRegion, HvError> {

@@ -21,6 +21,7 @@ use userland::xenstore::XenbusState;
 
 use crate::hv::{DomId, HvError, Hypervisor, Port, XsError};
 use crate::netif::{Features, QueueRefs};
+use crate::rate::Rate;
 use crate::switch::Mac;
 use userland::xenstore::XsErrno;
 
@@ -52,6 +53,8 @@ pub struct ConnectInfo {
     pub queues: Vec<QueueRefs>,
     /// What the frontend accepts.
     pub features: Features,
+    /// The toolstack's `rate` limit for guest transmit, per queue.
+    pub rate: Option<Rate>,
 }
 
 /// What the caller must do after [`Xenbus::process`].
@@ -457,7 +460,17 @@ impl Xenbus {
                 evtchn_rx: erx,
             });
         }
-        Ok(ConnectInfo { queues, features })
+        // The toolstack's key, in our own directory: malformed means a broken toolstack, and
+        // serving without the limit it asked for would be wrong, so the vif fails.
+        let rate = match hv.xs_read(&format!("{}/rate", vif.path)) {
+            Ok(v) => Some(Rate::parse(&v).ok_or("backend key rate is not <bytes>,<usec>")?),
+            Err(_) => None,
+        };
+        Ok(ConnectInfo {
+            queues,
+            features,
+            rate,
+        })
     }
 }
 

@@ -576,3 +576,41 @@ fn a_sick_xenstore_does_not_tear_vifs_down() {
     assert_eq!(b.received.len(), 1);
     assert_eq!(state_of(nb.hv(), &be_path(5, 0)), Some(4));
 }
+
+#[test]
+fn the_toolstack_rate_limits_guest_transmit() {
+    let mut nb = netback();
+    nb.attach_nic();
+    toolstack_add(nb.hv_mut(), 5, 0);
+    toolstack_add(nb.hv_mut(), 6, 0);
+    // 1000 bytes per millisecond for guest 5; a malformed rate for guest 6.
+    nb.hv_mut()
+        .store_write(&format!("{}/rate", be_path(5, 0)), b"1000,1000");
+    nb.hv_mut()
+        .store_write(&format!("{}/rate", be_path(6, 0)), b"1000;1000");
+    nb.poll();
+    let mut a = Guest::connect(nb.hv_mut(), 5, 0, GuestOpts::default());
+    let _b = Guest::connect(nb.hv_mut(), 6, 0, GuestOpts::default());
+    nb.poll();
+    assert!(!nb.is_connected((6, 0)));
+    let err = nb.hv().peek(&format!("{}/error", be_path(6, 0))).unwrap();
+    assert_eq!(err, b"backend key rate is not <bytes>,<usec>");
+    for i in 0..10 {
+        assert!(a.queue_frame(0, &frame([2, 0, 0, 0, 0, 9], mac_of(5), 500, i), 0, &[]));
+    }
+    a.push(nb.hv_mut(), 0);
+    let sent = |nb: &Netback<SimHypervisor>| nb.counters((5, 0)).unwrap().tx_packets;
+    nb.poll();
+    assert_eq!(sent(&nb), 2, "1000 bytes of credit");
+    assert_eq!(nb.next_deadline(), Some(1_000_000));
+    nb.poll();
+    assert_eq!(sent(&nb), 2, "nothing more in the same window");
+    nb.hv_mut().clock_ns = 1_000_000;
+    nb.poll();
+    assert_eq!(sent(&nb), 4);
+    // Idle windows are not banked.
+    nb.hv_mut().clock_ns = 50_000_000;
+    nb.poll();
+    assert_eq!(sent(&nb), 6);
+    assert_eq!(nb.take_nic_frames().len(), 6);
+}

@@ -7,6 +7,7 @@
 //! - [`netif`]: one netif queue (guest TX and rx-copy RX over libnc2's rings);
 //! - [`switch`]: which ports get a frame (vifs, NIC, responder);
 //! - [`nicport`]: the switch's NIC port over a queue-pair channel (a pool per MAC);
+//! - [`offload`]: software checksum and TCP segmentation for hops without offloads;
 //! - [`rate`]: guest transmit rate limits (`rate` key);
 //! - [`responder`]: ARP and ICMP echo for the driver domain's own address;
 //! - [`counters`]: per-vif counters;
@@ -25,6 +26,7 @@ pub mod counters;
 pub mod hv;
 pub mod netif;
 pub mod nicport;
+pub mod offload;
 pub mod rate;
 pub mod responder;
 pub mod service;

@@ -32,6 +32,7 @@ use crate::hv::{
     CopyOp, CopyPtr, DomId, GNTST_OKAY, HvError, Hypervisor, LocalRegion, Mapping, PAGE, Port,
     read_bytes, write_bytes,
 };
+use crate::offload;
 use crate::rate::Credit;
 use crate::switch::{ETH_HLEN, Frame, Offload};
 
@@ -419,30 +420,31 @@ impl NetifQueue {
         Ok(self.tx.final_check()?)
     }
 
-    /// Queues a frame for the guest; drops (and counts) it when the backlog is full or the
-    /// frontend cannot take it.
+    /// Queues a frame for the guest, completing in software the offloads its frontend did
+    /// not ask for; drops (and counts) what the backlog or the frontend cannot take.
     pub fn deliver(&mut self, frame: Frame) {
-        if self.backlog.len() >= self.backlog_max || !self.acceptable(&frame) {
-            self.counters.rx_drops += 1;
-            return;
+        let feat = self.features;
+        let gso_ok =
+            |ty| (ty == GSO_TCPV4 && feat.gso_tcpv4) || (ty == GSO_TCPV6 && feat.gso_tcpv6);
+        let frames = match offload::complete(frame, gso_ok, feat.csum_offload) {
+            Ok(f) => f,
+            Err(_) => {
+                self.counters.rx_drops += 1;
+                return;
+            }
+        };
+        for f in frames {
+            if self.backlog.len() >= self.backlog_max || !self.acceptable(&f) {
+                self.counters.rx_drops += 1;
+            } else {
+                self.backlog.push_back(f);
+            }
         }
-        self.backlog.push_back(frame);
     }
 
     fn acceptable(&self, f: &Frame) -> bool {
         let len = f.data.len();
-        if !(ETH_HLEN..=MAX_PACKET).contains(&len) || (len > PAGE && !self.features.sg) {
-            return false;
-        }
-        if f.offload.csum_blank && !self.features.csum_offload {
-            return false;
-        }
-        match f.offload.gso {
-            None => true,
-            Some((GSO_TCPV4, _)) => self.features.gso_tcpv4,
-            Some((GSO_TCPV6, _)) => self.features.gso_tcpv6,
-            Some(_) => false,
-        }
+        (ETH_HLEN..=MAX_PACKET).contains(&len) && (len <= PAGE || self.features.sg)
     }
 
     /// Moves backlogged frames into posted buffers (one copy call for the batch). Returns how

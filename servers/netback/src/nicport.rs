@@ -9,9 +9,10 @@
 //!
 //! Invariants: a completion is acted on only if its id is a buffer of the pool it names and
 //! that buffer is outstanding in that direction (anything else is counted and ignored); a
-//! frame is only posted for a pool the NIC allocated and not released; frames the NIC cannot
-//! send as they are (offload metadata, longer than a buffer or 1522 bytes) are dropped and
-//! counted, never truncated.
+//! frame is only posted for a pool the NIC allocated and not released; frames longer than
+//! 1522 bytes (or that cannot be completed in software) are dropped and counted, never
+//! truncated. GSO frames are segmented and blank checksums filled in software
+//! first ([`crate::offload`]), since the channel carries no offload metadata.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -23,6 +24,7 @@ use qpair::{
 };
 
 use crate::hv::{Hypervisor, read_bytes, write_bytes};
+use crate::offload;
 use crate::service::Netback;
 use crate::switch::{ETH_HLEN, Frame, Mac};
 
@@ -380,11 +382,21 @@ impl<'a> NicPort<'a> {
         let mut posts = Vec::new();
         let per = self.per_pool();
         let rx_n = self.cfg.rx_per_pool;
+        // The queue pair carries no offload metadata: segment and checksum here.
+        let frames =
+            frames
+                .into_iter()
+                .flat_map(|f| match offload::complete(f, |_| false, false) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        self.stats.tx_drops += 1;
+                        Vec::new()
+                    }
+                });
+        let frames: Vec<Frame> = frames.collect();
         for f in frames {
             let len = f.data.len();
-            let sendable = (ETH_HLEN..=MAX_WIRE_FRAME).contains(&len)
-                && !f.offload.csum_blank
-                && f.offload.gso.is_none();
+            let sendable = (ETH_HLEN..=MAX_WIRE_FRAME).contains(&len);
             let slot = f.src().and_then(|src| {
                 self.pools.iter().position(|p| {
                     matches!(p, Some(p) if p.mac == src && matches!(p.state, PoolState::Ready(_)))

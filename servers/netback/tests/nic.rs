@@ -218,6 +218,39 @@ fn each_guest_gets_its_own_pool_both_ways() {
     assert_eq!(&reply[0..6], &WIRE);
     assert_eq!(reply[34], 0, "echo reply");
 
+    // A guest's TCP with a blank checksum and GSO leaves as checksummed segments.
+    let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    let gso = libnc2::netif::ExtraInfo::Gso {
+        size: 1400,
+        gso_type: 1,
+        features: 0,
+    };
+    let csum_blank = libnc2::netif::tx::NETTXF_CSUM_BLANK;
+    assert!(a.queue_frame(0, &tcp4(WIRE, mac_of(5), &payload), csum_blank, &[gso]));
+    a.push(nb.hv_mut(), 0);
+    settle(&mut nb, &mut [&mut a, &mut b]);
+    port.exchange(&mut nb).unwrap();
+    let tx = take_tx(&mut nic);
+    assert_eq!(tx.len(), 3);
+    let mut joined = Vec::new();
+    for p in &tx {
+        assert_eq!(p.pool, pa);
+        let s = bytes(dma, p);
+        assert!(tcp4_ok(&s));
+        joined.extend_from_slice(tcp4_payload(&s));
+    }
+    assert_eq!(joined, payload);
+    let done: Vec<TxDone> = tx
+        .iter()
+        .map(|p| TxDone {
+            pool: p.pool,
+            id: p.id,
+            status: TxStatus::Sent,
+        })
+        .collect();
+    nic.send_tx_done(&done).unwrap();
+    port.poll(&mut frames).unwrap();
+
     // Frames the NIC path cannot send as they are are dropped, not truncated.
     let before = port.stats.tx_drops;
     let mut big = netback::switch::Frame::plain(frame(WIRE, mac_of(5), 3000, 5));

@@ -614,3 +614,32 @@ fn the_toolstack_rate_limits_guest_transmit() {
     assert_eq!(sent(&nb), 6);
     assert_eq!(nb.take_nic_frames().len(), 6);
 }
+
+#[test]
+fn offloads_a_guest_did_not_ask_for_are_done_in_software() {
+    let plain = GuestOpts {
+        gso: false,
+        ..GuestOpts::default()
+    };
+    let (mut nb, mut a, mut b) = two_guests(GuestOpts::default(), plain);
+    let data: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    let big = tcp4(mac_of(6), mac_of(5), &data);
+    let gso = ExtraInfo::Gso {
+        size: 1448,
+        gso_type: GSO_TCPV4,
+        features: 0,
+    };
+    assert!(a.queue_frame(0, &big, NETTXF_CSUM_BLANK, &[gso]));
+    a.push(nb.hv_mut(), 0);
+    settle(&mut nb, &mut [&mut a, &mut b]);
+    // B did not ask for GSO: it gets MSS-sized segments with valid checksums.
+    assert_eq!(b.received.len(), 4);
+    let mut joined = Vec::new();
+    for r in &b.received {
+        assert!(r.extras.is_empty());
+        assert!(tcp4_ok(&r.data));
+        assert!(r.data.len() <= 14 + 40 + 1448);
+        joined.extend_from_slice(tcp4_payload(&r.data));
+    }
+    assert_eq!(joined, data);
+}

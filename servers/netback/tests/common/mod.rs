@@ -399,3 +399,40 @@ pub fn frame(dst: Mac, src: Mac, len: usize, tag: u8) -> Vec<u8> {
     }
     f
 }
+
+/// An Ethernet + IPv4 + TCP frame (checksums blank) carrying `payload`.
+pub fn tcp4(dst: Mac, src: Mac, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 20];
+    f[0..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&[8, 0]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&((40 + payload.len()) as u16).to_be_bytes());
+    f[22] = 64;
+    f[23] = 6;
+    f[26..30].copy_from_slice(&[10, 0, 0, src[5]]);
+    f[30..34].copy_from_slice(&[10, 0, 0, dst[5]]);
+    f[38..42].copy_from_slice(&7u32.to_be_bytes());
+    f[46] = 5 << 4;
+    f[47] = 0x18;
+    f.extend_from_slice(payload);
+    let c = netback::responder::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// Whether an IPv4 TCP frame's checksums are right.
+pub fn tcp4_ok(f: &[u8]) -> bool {
+    let ip_ok = netback::responder::checksum(&f[14..34]) == 0;
+    let mut p = Vec::new();
+    p.extend_from_slice(&f[26..34]);
+    p.extend_from_slice(&[0, 6]);
+    p.extend_from_slice(&((f.len() - 34) as u16).to_be_bytes());
+    p.extend_from_slice(&f[34..]);
+    ip_ok && netback::responder::checksum(&p) == 0
+}
+
+/// The TCP payload of an IPv4 frame.
+pub fn tcp4_payload(f: &[u8]) -> &[u8] {
+    &f[54..]
+}

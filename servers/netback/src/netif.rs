@@ -135,6 +135,8 @@ struct TxItem {
     stage: usize,
     ops: core::ops::Range<usize>,
     refused: bool,
+    /// A multicast-control request (an extra with no frame): answered OKAY, not forwarded.
+    control: bool,
 }
 
 /// A frame placed in the current RX batch.
@@ -346,8 +348,14 @@ impl NetifQueue {
                 c.charge(total);
             }
             let start = self.ops.len();
-            let refused = total < ETH_HLEN;
-            if !refused {
+            // Like Linux netback: a request carrying a multicast add/del extra is a filter
+            // update, consumed and answered; netback floods multicast to every vif anyway.
+            let control = pkt
+                .extras
+                .iter()
+                .any(|e| matches!(e, ExtraInfo::McastAdd(_) | ExtraInfo::McastDel(_)));
+            let refused = !control && total < ETH_HLEN;
+            if !refused && !control {
                 let mut off = pos;
                 for s in pkt.slots().iter().filter(|s| s.size > 0) {
                     self.ops.push(CopyOp::new(
@@ -370,6 +378,7 @@ impl NetifQueue {
                 stage: pos,
                 ops: start..self.ops.len(),
                 refused,
+                control,
             });
             pos += total.div_ceil(STAGE_ALIGN) * STAGE_ALIGN;
         }
@@ -380,7 +389,9 @@ impl NetifQueue {
         for it in &items {
             let ok = !it.refused && ops_ok(&self.ops[it.ops.clone()]);
             let status = if ok { NETIF_RSP_OKAY } else { NETIF_RSP_ERROR };
-            if ok {
+            if it.control {
+                // Answered below; nothing to forward.
+            } else if ok {
                 let total = it.pkt.total as usize;
                 let mut data = alloc::vec![0u8; total];
                 read_bytes(self.stage.mem, it.stage, &mut data);

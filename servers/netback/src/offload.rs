@@ -323,6 +323,36 @@ mod tests {
     }
 
     #[test]
+    fn segments_tcp6() {
+        let payload: Vec<u8> = (0..2500u32).map(|i| (i * 3) as u8).collect();
+        let mut f = vec![0u8; 14 + 40 + 20];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        f[20] = TCP;
+        f[21] = 64;
+        f[22..38].copy_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]);
+        f[38..54].copy_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6]);
+        f[66] = 5 << 4;
+        f.extend_from_slice(&payload);
+        let segs = segment(&f, 1200).unwrap();
+        assert_eq!(segs.len(), 3);
+        let mut joined = Vec::new();
+        for s in &segs {
+            let plen = u16::from_be_bytes([s[18], s[19]]) as usize;
+            assert_eq!(plen, s.len() - 54);
+            let acc = sum(&s[22..54], 0) + plen as u32 + u32::from(TCP);
+            assert_eq!(
+                fold(sum(&s[54..], acc)),
+                0,
+                "TCP checksum over the IPv6 pseudo-header"
+            );
+            joined.extend_from_slice(&s[74..]);
+        }
+        assert_eq!(joined, payload);
+    }
+
+    #[test]
     fn refuses_what_it_does_not_understand() {
         let f = tcp4(b"x");
         assert!(fill_checksum(&mut f[..40].to_vec()).is_err(), "truncated");

@@ -643,3 +643,17 @@ fn offloads_a_guest_did_not_ask_for_are_done_in_software() {
     }
     assert_eq!(joined, data);
 }
+
+#[test]
+fn multicast_control_requests_are_answered_not_forwarded() {
+    let (mut nb, mut a, mut b) = two_guests(GuestOpts::default(), GuestOpts::default());
+    let add = ExtraInfo::McastAdd([0x01, 0, 0x5e, 0, 0, 1]);
+    assert!(a.queue_frame(0, &[], 0, &[add]));
+    a.push(nb.hv_mut(), 0);
+    settle(&mut nb, &mut [&mut a, &mut b]);
+    assert_eq!((a.tx_ok, a.tx_err), (1, 0));
+    assert!(b.received.is_empty());
+    let c = nb.counters((5, 0)).unwrap();
+    assert_eq!((c.tx_packets, c.tx_errors), (0, 0));
+    assert!(nb.is_connected((5, 0)));
+}

@@ -221,7 +221,14 @@ impl Guest {
             return false;
         }
         let mut frags = Vec::new();
-        for (i, chunk) in data.chunks(4096).enumerate() {
+        // An empty packet (e.g. only a multicast-control extra) still has its first slot.
+        let empty: &[u8] = &[];
+        let chunks: Vec<&[u8]> = if data.is_empty() {
+            vec![empty]
+        } else {
+            data.chunks(4096).collect()
+        };
+        for (i, chunk) in chunks.into_iter().enumerate() {
             let id = qu.tx_free.pop().unwrap();
             let (g, mem) = self.tx_pages[usize::from(id)];
             write_bytes(mem, 0, chunk);

@@ -16,6 +16,8 @@ use crate::switch::{ETH_HLEN, Frame, Offload};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OffloadError(pub &'static str);
 
+/// Most segments one GSO frame may become (64 KiB at a 1024-byte MSS).
+pub const MAX_SEGMENTS: usize = 64;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
@@ -145,6 +147,10 @@ pub fn segment(f: &[u8], mss: u16) -> Result<Vec<Vec<u8>>, OffloadError> {
     }
     let hdr = l.l4 + doff;
     let payload = &f[hdr..l.l4 + l.l4_len];
+    // A tiny MSS would turn one guest frame into thousands of checksummed segments.
+    if payload.len().div_ceil(mss) > MAX_SEGMENTS {
+        return Err(OffloadError("GSO frame would make too many segments"));
+    }
     let seq = u32::from_be_bytes([f[l.l4 + 4], f[l.l4 + 5], f[l.l4 + 6], f[l.l4 + 7]]);
     let flags = f[l.l4 + 13];
     let n = payload.len().div_ceil(mss).max(1);
@@ -366,6 +372,8 @@ mod tests {
         arp[12..14].copy_from_slice(&[8, 6]);
         assert!(fill_checksum(&mut arp).is_err());
         assert!(segment(&f, 0).is_err());
+        assert!(segment(&tcp4(&[0u8; 650]), 10).is_err(), "65 segments");
+        assert_eq!(segment(&tcp4(&[0u8; 640]), 10).unwrap().len(), 64);
         let mut udp = f.clone();
         udp[23] = UDP;
         assert!(segment(&udp, 100).is_err());

@@ -438,6 +438,13 @@ fn frontend_closing_goes_closing_then_closed_and_reconnects() {
     nb.poll();
     assert_eq!(state_of(nb.hv(), &be_path(5, 0)), Some(5));
     assert!(!nb.is_connected((5, 0)));
+    // Settled: netback's own writes do not keep waking it.
+    nb.poll();
+    nb.poll();
+    assert_eq!(
+        netback::hv::Hypervisor::xs_poll_watch(nb.hv_mut()).unwrap(),
+        None
+    );
     nb.hv_mut().store_write(&format!("{fe}/state"), b"6");
     nb.poll();
     assert_eq!(

@@ -77,6 +77,7 @@ pub struct Netback<H: Hypervisor> {
     pub nic_drops: u64,
     retired: BTreeMap<VifKey, VifCounters>,
     kicked: BTreeSet<(u32, usize)>,
+    published: BTreeMap<VifKey, VifCounters>,
 }
 
 fn flow_hash(d: &[u8]) -> usize {
@@ -108,6 +109,7 @@ impl<H: Hypervisor> Netback<H> {
             nic_drops: 0,
             retired: BTreeMap::new(),
             kicked: BTreeSet::new(),
+            published: BTreeMap::new(),
         }
     }
 
@@ -152,13 +154,20 @@ impl<H: Hypervisor> Netback<H> {
             .min()
     }
 
-    /// Writes every live vif's counters to its backend directory (`statistics`), for dom0.
+    /// Writes every live vif's counters to its backend directory (`statistics`), for dom0;
+    /// only values that changed are written (each write fires netback's own watch).
     pub fn publish_counters(&mut self) {
         let keys: Vec<VifKey> = self.ids.keys().copied().collect();
+        self.published.retain(|k, _| keys.contains(k));
         for k in keys {
             if let (Some(c), Some(p)) = (self.counters(k), self.xenbus.path(k)) {
+                if self.published.get(&k) == Some(&c) {
+                    continue;
+                }
                 let path = format!("{p}/statistics");
-                let _ = self.hv.xs_write(&path, format!("{c}").as_bytes());
+                if self.hv.xs_write(&path, format!("{c}").as_bytes()).is_ok() {
+                    self.published.insert(k, c);
+                }
             }
         }
     }

@@ -93,6 +93,14 @@ fn guests_exchange_frames_through_the_switch() {
     assert_eq!((cb.tx_packets, cb.rx_packets), (1, 2));
     assert_eq!((ca.tx_errors, ca.rx_drops, ca.protocol_errors), (0, 0, 0));
     nb.publish_counters();
+    nb.poll();
+    let writes = nb.hv().counters.xs_requests;
+    nb.publish_counters();
+    assert_eq!(
+        nb.hv().counters.xs_requests,
+        writes,
+        "unchanged counters are not rewritten"
+    );
     let s = nb
         .hv()
         .peek(&format!("{}/statistics", be_path(5, 0)))

@@ -18,6 +18,8 @@ mod arch;
 #[cfg(target_os = "none")]
 mod boot_sequence;
 #[cfg(target_os = "none")]
+mod gateway;
+#[cfg(target_os = "none")]
 mod tasks;
 #[cfg(target_os = "none")]
 mod trap;

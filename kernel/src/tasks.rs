@@ -600,6 +600,13 @@ impl Kernel {
                 None => self.bad_syscall(frame, format_args!("set_timer without a timer bit")),
             },
             sys::SYS_UPTIME => frame.rax = self.ticks * lapic::TICK_MS,
+            n if crate::gateway::handles(n) => {
+                let rights = self.table.task(cur).and_then(|t| t.xen);
+                let t = &self.tasks[cur];
+                if let Err(why) = crate::gateway::syscall(cur, rights, t.pml4, &t.regions, frame) {
+                    self.bad_syscall(frame, format_args!("{why}"));
+                }
+            }
             n => self.bad_syscall(frame, format_args!("unknown system call {n}")),
         }
     }

@@ -24,6 +24,10 @@ extern "C" fn trap_entry(frame: &mut TrapFrame) {
             with_kernel(|k| k.tick());
         }
         v if v == u64::from(lapic::SPURIOUS_VECTOR) => {}
+        v if v == u64::from(crate::gateway::UPCALL_VECTOR) => {
+            crate::gateway::upcall();
+            lapic::eoi();
+        }
         v => {
             warn!("unexpected interrupt vector {v}");
             lapic::eoi();

@@ -1,0 +1,168 @@
+//! The Xen self-test: netback's first real use of the Xen gateway, run when the kernel command
+//! line says `nc2dd.netback.xen-selftest=1` (the nested test bed does).
+//!
+//! Steps, each logged so the bed can follow them:
+//! 1. attach to xenstore, read our domain id and home path;
+//! 2. write a key under `<home>/data/` and read it back;
+//! 3. watch another key, see the watch fire when set and again after writing the key;
+//! 4. grant dom0 one page holding [`PATTERN`], allocate an event channel for dom0, publish both
+//!    as `<home>/data/nc2dd-gref` and `nc2dd-port`;
+//! 5. wait until the peer in dom0 has written [`REPLY`] at [`REPLY_OFFSET`] and notified us,
+//!    send an event back, end the grant once the peer let go, close the port.
+//!
+//! Everything the peer writes is read once into a local buffer before it is compared.
+
+use alloc::format;
+use alloc::string::String;
+use core::alloc::Layout;
+use nc2dd_abi::system_table::NO_BIT;
+use userland::syscall::{self, XEN_EBUSY};
+use userland::xenstore::client::NO_TX;
+
+/// What netback writes at the start of the granted page.
+pub const PATTERN: &[u8] = b"nc2dd grant pattern 0123456789";
+/// What the peer writes back, and where.
+pub const REPLY: &[u8] = b"nc2dd peer reply";
+pub const REPLY_OFFSET: usize = 2048;
+/// How long the peer has to answer.
+const PEER_DEADLINE_MS: u64 = 180_000;
+/// How long the peer has to unmap the page after our event.
+const RELEASE_DEADLINE_MS: u64 = 60_000;
+const PAGE: usize = 4096;
+
+fn log(s: &str) {
+    log::info!("netback: xen self-test: {s}");
+}
+
+/// A page of this task's heap, zeroed, page aligned, never freed (a grant may outlive us).
+fn granted_page() -> Result<*mut u8, String> {
+    let layout = Layout::from_size_align(PAGE, PAGE).map_err(|e| format!("{e}"))?;
+    // SAFETY: a non-zero size layout.
+    let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+    if p.is_null() {
+        return Err("no heap page for the grant".into());
+    }
+    Ok(p)
+}
+
+fn read_page(page: *const u8, off: usize, buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        // SAFETY: `off + i` stays within the page (callers pass in-page ranges); volatile
+        // because dom0 writes the page behind the compiler's back.
+        *b = unsafe { core::ptr::read_volatile(page.add(off + i)) };
+    }
+}
+
+pub fn run() -> Result<(), String> {
+    let info = userland::info();
+    if info.xen_event_bit == NO_BIT {
+        return Err("this task has no Xen rights".into());
+    }
+    let xen_mask = 1u64 << info.xen_event_bit;
+    let timer = (info.timer_bit != NO_BIT).then_some(info.timer_bit);
+    let Some(timer_bit) = timer else {
+        return Err("the self-test needs a timer bit for its deadlines".into());
+    };
+    let timer_mask = 1u64 << timer_bit;
+    let mut xs = userland::xen::xenstore(info.xen_event_bit, timer, 20_000)
+        .map_err(|e| format!("attaching to xenstore: errno {e}"))?;
+    let xe = |what: &str, e: userland::xenstore::Error| format!("{what}: {e}");
+
+    let domid = xs.read_domid().map_err(|e| xe("reading domid", e))?;
+    let home = xs
+        .get_domain_path(domid)
+        .map_err(|e| xe("GET_DOMAIN_PATH", e))?;
+    log(&format!("domain id {domid}, home {home}"));
+
+    let key = format!("{home}/data/nc2dd-selftest");
+    let value = format!("written by nc2dd domain {domid}");
+    xs.write(NO_TX, &key, value.as_bytes())
+        .map_err(|e| xe("write", e))?;
+    let back = xs.read(NO_TX, &key).map_err(|e| xe("read back", e))?;
+    if back != value.as_bytes() {
+        return Err(format!("{key} read back as {back:?}"));
+    }
+    log(&format!("wrote and read back {key}"));
+
+    let watched = format!("{home}/data/nc2dd-watched");
+    xs.watch(&watched, "nc2dd-selftest")
+        .map_err(|e| xe("watch", e))?;
+    // The watch fires once when set, then for the write.
+    for round in ["set", "write"] {
+        if round == "write" {
+            xs.write(NO_TX, &watched, b"1")
+                .map_err(|e| xe("write watched key", e))?;
+        }
+        let ev = xs
+            .next_watch_event()
+            .map_err(|e| xe("waiting for the watch", e))?;
+        if ev.path != watched || ev.token != "nc2dd-selftest" {
+            return Err(format!("unexpected watch event {ev:?}"));
+        }
+        log(&format!("watch on {watched} fired ({round})"));
+    }
+    xs.unwatch(&watched, "nc2dd-selftest")
+        .map_err(|e| xe("unwatch", e))?;
+
+    let page = granted_page()?;
+    for (i, &b) in PATTERN.iter().enumerate() {
+        // SAFETY: within the page we own; volatile because dom0 will read it.
+        unsafe { core::ptr::write_volatile(page.add(i), b) };
+    }
+    let gref = syscall::xen_grant_access(page, 0, false)
+        .map_err(|e| format!("granting the page: errno {e}"))?;
+    let port = syscall::xen_evtchn_alloc_unbound(0)
+        .map_err(|e| format!("allocating an event channel: errno {e}"))?;
+    for (k, v) in [("nc2dd-gref", gref), ("nc2dd-port", port)] {
+        xs.write(NO_TX, &format!("{home}/data/{k}"), format!("{v}").as_bytes())
+            .map_err(|e| xe("publishing", e))?;
+    }
+    log(&format!(
+        "granted a page to dom0 as ref {gref}, event channel port {port}; waiting for the peer"
+    ));
+
+    let start = syscall::uptime_ms();
+    let mut reply = [0u8; REPLY.len()];
+    let mut events = 0u32;
+    loop {
+        read_page(page, REPLY_OFFSET, &mut reply);
+        if reply == REPLY && events > 0 {
+            break;
+        }
+        if syscall::uptime_ms().saturating_sub(start) > PEER_DEADLINE_MS {
+            return Err(format!(
+                "no reply and event from the peer in {} s (reply {:?}, {events} events)",
+                PEER_DEADLINE_MS / 1000,
+                &reply
+            ));
+        }
+        syscall::set_timer(1000);
+        let got = syscall::wait(xen_mask | timer_mask);
+        syscall::set_timer(0);
+        if got & xen_mask != 0 {
+            events += 1;
+        }
+    }
+    let waited = syscall::uptime_ms().saturating_sub(start);
+    log(&format!(
+        "peer replied {:?} and notified us ({events} events, {waited} ms after publishing)",
+        core::str::from_utf8(&reply).unwrap_or("?")
+    ));
+
+    syscall::xen_evtchn_send(port).map_err(|e| format!("notifying the peer: errno {e}"))?;
+    let start = syscall::uptime_ms();
+    loop {
+        match syscall::xen_grant_end(gref) {
+            Ok(()) => break,
+            Err(XEN_EBUSY) if syscall::uptime_ms().saturating_sub(start) < RELEASE_DEADLINE_MS => {
+                syscall::set_timer(100);
+                syscall::wait(timer_mask);
+            }
+            Err(e) => return Err(format!("ending grant {gref}: errno {e}")),
+        }
+    }
+    syscall::xen_evtchn_close(port).map_err(|e| format!("closing port {port}: errno {e}"))?;
+    log("grant ended and port closed");
+    log::info!("netback: xen self-test passed");
+    Ok(())
+}

@@ -38,11 +38,15 @@ use x86_64::structures::paging::{
 use x86_64::{PhysAddr, VirtAddr};
 
 use crate::arch::x86_64::idt::TrapFrame;
+use crate::arch::x86_64::phys::IdentityMap;
 use crate::tasks::{FRAMES, KERNEL};
-use kernel::boot::start_info::MemoryRegion;
+use kernel::boot::start_info::{
+    Error as StartInfoError, MAX_MEMMAP, MemoryRegion, MemoryType, StartInfo,
+};
 use kernel::task::uaccess::UserRegions;
 use kernel::xen::abi::DOMID_FIRST_RESERVED;
 use kernel::xen::abi::grant_table::GnttabStatus;
+use kernel::xen::abi::memory::E820Entry;
 use kernel::xen::cpuid;
 use kernel::xen::evtchn::{EventChannels, EvtchnError, SharedInfo2L};
 use kernel::xen::grant::XenGrantOps;
@@ -197,6 +201,49 @@ pub fn init(xen: bool, memory_map: &[MemoryRegion]) {
         }
         Err(e) => warn!("xen gateway: bring-up failed ({e}); gateway calls return ENODEV"),
     }
+}
+
+/// The boot path for a version 0 start info, which has no memory map: asks Xen for it with
+/// `XENMEM_memory_map` (installing the hypercall page early; bring-up installs it again) and
+/// parses the start info with it. Runs on the loader's identity map, before the kernel heap.
+pub fn start_info_v0(paddr: u64) -> Result<StartInfo, StartInfoError> {
+    let map = match hypervisor_memory_map() {
+        Ok(m) => m,
+        Err(e) => {
+            warn!("XENMEM_memory_map fallback: {e}");
+            return Err(StartInfoError::NoMemoryMap);
+        }
+    };
+    info!(
+        "start info version 0: memory map from XENMEM_memory_map ({} entries)",
+        map.1
+    );
+    StartInfo::parse_with_memory_map(&IdentityMap, paddr, &map.0[..map.1])
+}
+
+fn hypervisor_memory_map() -> Result<([MemoryRegion; MAX_MEMMAP], usize), String> {
+    let xen = cpuid::detect(&cpuid::NativeCpuid).map_err(|e| format!("cpuid: {e}"))?;
+    let page = &raw const xen_hypercall_page;
+    // SAFETY: as in `bring_up`: kernel text at its physical address, holding the poison (or
+    // already Xen's stubs, which Xen then rewrites identically).
+    let hc = unsafe { HypercallPage::install_read_only(page, page as u64, xen.hypercall_msr) }
+        .map_err(|e| format!("hypercall page: {e}"))?;
+    let mut buf = [E820Entry::default(); MAX_MEMMAP];
+    let entries = hypercall::memory_map(&hc, &mut buf).map_err(|e| format!("{e}"))?;
+    let mut out = [MemoryRegion {
+        start: 0,
+        len: 0,
+        kind: MemoryType::Reserved,
+    }; MAX_MEMMAP];
+    for (o, e) in out.iter_mut().zip(entries) {
+        let (start, len, kind) = (e.addr, e.size, e.kind);
+        *o = MemoryRegion {
+            start,
+            len,
+            kind: MemoryType::from_raw(kind),
+        };
+    }
+    Ok((out, entries.len()))
 }
 
 fn bring_up(hole: u64) -> Result<Gateway, String> {
@@ -590,7 +637,13 @@ impl Gateway {
         Ok(0)
     }
 
-    fn grant_unmap(&mut self, cx: &Caller<'_>, vas: u64, count: u64, out: u64) -> Result<u64, Fail> {
+    fn grant_unmap(
+        &mut self,
+        cx: &Caller<'_>,
+        vas: u64,
+        count: u64,
+        out: u64,
+    ) -> Result<u64, Fail> {
         let vas: Vec<u64> = cx.read_array("xen_grant_unmap", vas, count)?;
         cx.check_out("xen_grant_unmap", out, count)?;
         let wi = self.window(cx)?;
@@ -636,7 +689,13 @@ impl Gateway {
         Ok(0)
     }
 
-    fn grant_copy(&mut self, cx: &Caller<'_>, segs: u64, count: u64, out: u64) -> Result<u64, Fail> {
+    fn grant_copy(
+        &mut self,
+        cx: &Caller<'_>,
+        segs: u64,
+        count: u64,
+        out: u64,
+    ) -> Result<u64, Fail> {
         let raw: Vec<XenCopySegment> = cx.read_array("xen_grant_copy", segs, count)?;
         cx.check_out("xen_grant_copy", out, count)?;
         let side = |s: &nc2dd_abi::syscall::XenCopySide| -> Result<CopySide, Fail> {

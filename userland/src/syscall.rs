@@ -199,7 +199,11 @@ pub fn xen_grant_map(reqs: &[XenMapRequest], out: &mut [i64]) -> Result<(), i64>
 
 /// Unmaps grant window pages; `out[i]` is Xen's status for `vaddrs[i]` (0 = unmapped).
 pub fn xen_grant_unmap(vaddrs: &[u64], out: &mut [i64]) -> Result<(), i64> {
-    assert_eq!(vaddrs.len(), out.len(), "xen_grant_unmap: result slice length");
+    assert_eq!(
+        vaddrs.len(),
+        out.len(),
+        "xen_grant_unmap: result slice length"
+    );
     xen_result(
         raw3(
             SYS_XEN_GRANT_UNMAP,

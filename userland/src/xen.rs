@@ -64,7 +64,9 @@ impl Transport for GatewayTransport {
             syscall::set_timer(0);
         }
         if got & self.event_mask == 0 {
-            return Err(Error::Transport("no answer from xenstored before the deadline"));
+            return Err(Error::Transport(
+                "no answer from xenstored before the deadline",
+            ));
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ fn server_main() {
         match xen_selftest::run() {
             Ok(()) => {}
             Err(e) => {
-                log::error!("netback: xen self-test failed: {e}");
+                log::error!("xen self-test failed: {e}");
                 userland::syscall::exit(1);
             }
         }

@@ -59,8 +59,7 @@ struct PollFd {
     revents: i16,
 }
 
-const IOCTL_GNTDEV_MAP_GRANT_REF: u64 =
-    ioc_none(b'G', 0, std::mem::size_of::<GntdevMapGrantRef>());
+const IOCTL_GNTDEV_MAP_GRANT_REF: u64 = ioc_none(b'G', 0, std::mem::size_of::<GntdevMapGrantRef>());
 const IOCTL_GNTDEV_UNMAP_GRANT_REF: u64 =
     ioc_none(b'G', 1, std::mem::size_of::<GntdevUnmapGrantRef>());
 const IOCTL_EVTCHN_BIND_INTERDOMAIN: u64 =
@@ -142,7 +141,13 @@ fn run(domid: u32, gref: u32, port: u32) -> Result<(), String> {
         remote_port: port,
     };
     // SAFETY: the argument is struct ioctl_evtchn_bind_interdomain.
-    let local = unsafe { ioctl(evt.as_raw_fd(), IOCTL_EVTCHN_BIND_INTERDOMAIN, &raw mut bind) };
+    let local = unsafe {
+        ioctl(
+            evt.as_raw_fd(),
+            IOCTL_EVTCHN_BIND_INTERDOMAIN,
+            &raw mut bind,
+        )
+    };
     if local < 0 {
         return Err(os_err("IOCTL_EVTCHN_BIND_INTERDOMAIN"));
     }
@@ -189,7 +194,14 @@ fn run(domid: u32, gref: u32, port: u32) -> Result<(), String> {
         pad: 0,
     };
     // SAFETY: the argument is struct ioctl_gntdev_unmap_grant_ref.
-    if unsafe { ioctl(gnt.as_raw_fd(), IOCTL_GNTDEV_UNMAP_GRANT_REF, &raw mut unmap) } != 0 {
+    if unsafe {
+        ioctl(
+            gnt.as_raw_fd(),
+            IOCTL_GNTDEV_UNMAP_GRANT_REF,
+            &raw mut unmap,
+        )
+    } != 0
+    {
         return Err(os_err("IOCTL_GNTDEV_UNMAP_GRANT_REF"));
     }
     // SAFETY: the argument is struct ioctl_evtchn_unbind.

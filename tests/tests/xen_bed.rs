@@ -2,8 +2,10 @@
 //! that Xen offers HVM, then has dom0 `xl create` the nc2dd kernel as a PVH domU and waits for its
 //! pass marker, which Xen relays from the guest's port 0xE9 as a `(dN) ...` console line.
 //!
-//! A second test runs netback's Xen self-test (xenstore read/write/watch, then a grant and an
-//! event channel exchanged with `xenpeer`, a host-built program run in dom0).
+//! A second test runs netback's Xen self-test (xenstore read/write/watch, then grants and event
+//! channels both ways with `xenpeer`, a host-built program run in dom0: nc2dd grants dom0 a page
+//! and offers a port; dom0 grants nc2dd a page, which it maps, writes, copies and unmaps through
+//! the gateway, and offers a port nc2dd binds to).
 //!
 //! Fails, saying what is missing, when QEMU, the bed or the nc2dd ELF is absent. Prints the wall
 //! time of each stage and keeps the serial log in `target/xenbed-logs/<test>.log`.
@@ -406,20 +408,28 @@ fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
     let peer = bed
         .run(
             &format!("/nc2dd/xenpeer {} {gref} {port}", dom.domid),
-            Duration::from_secs(180),
+            Duration::from_secs(240),
         )
         .unwrap_or_else(|e| fail(TEST, e));
     assert!(peer.contains("XENPEER_OK"), "the dom0 peer failed:\n{peer}");
+    assert!(
+        peer.contains("its mapped write and grant copy are in our page"),
+        "the dom0 peer did not check nc2dd's map and copy:\n{peer}"
+    );
     bed.rewind(before_peer);
     expect(
         &mut bed,
         "peer replied \"nc2dd peer reply\" and notified us",
     );
+    expect(&mut bed, "grant ended and port closed");
+    expect(&mut bed, ": pattern found, wrote through the mapping");
+    expect(&mut bed, "with one batched copy; unmapped");
+    expect(&mut bed, "and notified it");
     let passed = expect(&mut bed, "xen self-test passed");
     report(
         TEST,
         &format!(
-            "grant/event exchange (grant published to self-test passed, peer included): {:.1} s",
+            "grant/event exchange both ways (grant published to self-test passed, peer included): {:.1} s",
             passed
                 .arrived
                 .saturating_duration_since(published.arrived)

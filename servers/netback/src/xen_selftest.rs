@@ -8,7 +8,12 @@
 //! 4. grant dom0 one page holding [`PATTERN`], allocate an event channel for dom0, publish both
 //!    as `<home>/data/nc2dd-gref` and `nc2dd-port`;
 //! 5. wait until the peer in dom0 has written [`REPLY`] at [`REPLY_OFFSET`] and notified us,
-//!    send an event back, end the grant once the peer let go, close the port.
+//!    send an event back, end the grant once the peer let go, close the port;
+//! 6. the other direction: wait (watch) for the page and unbound port the peer publishes as
+//!    `<home>/data/peer-gref` and `peer-port`; map the grant into the grant window (batched map),
+//!    check [`PEER_PATTERN`], write [`MAPPED_WRITE`] at [`MAPPED_WRITE_OFFSET`] through the
+//!    mapping, copy the pattern out and [`COPY_WRITE`] in at [`COPY_WRITE_OFFSET`] with one
+//!    batched grant copy, unmap, then bind to the peer's port and notify it.
 //!
 //! Everything the peer writes is read once into a local buffer before it is compared.
 
@@ -16,14 +21,25 @@ use alloc::format;
 use alloc::string::String;
 use core::alloc::Layout;
 use nc2dd_abi::system_table::NO_BIT;
-use userland::syscall::{self, XEN_EBUSY};
+use userland::syscall::{
+    self, XEN_COPY_GRANT, XEN_COPY_LOCAL, XEN_EBUSY, XenCopySegment, XenCopySide, XenMapRequest,
+};
 use userland::xenstore::client::NO_TX;
+use userland::xenstore::{Error, XsErrno};
 
 /// What netback writes at the start of the granted page.
 pub const PATTERN: &[u8] = b"nc2dd grant pattern 0123456789";
 /// What the peer writes back, and where.
 pub const REPLY: &[u8] = b"nc2dd peer reply";
 pub const REPLY_OFFSET: usize = 2048;
+/// What the peer's own granted page starts with.
+pub const PEER_PATTERN: &[u8] = b"dom0 grant pattern";
+/// Written through our mapping of the peer's page.
+pub const MAPPED_WRITE: &[u8] = b"nc2dd mapped write";
+pub const MAPPED_WRITE_OFFSET: usize = 512;
+/// Written into the peer's page with a grant copy.
+pub const COPY_WRITE: &[u8] = b"nc2dd grant copy";
+pub const COPY_WRITE_OFFSET: u16 = 1024;
 /// How long the peer has to answer.
 const PEER_DEADLINE_MS: u64 = 180_000;
 /// How long the peer has to unmap the page after our event.
@@ -52,6 +68,141 @@ fn read_page(page: *const u8, off: usize, buf: &mut [u8]) {
         *b = unsafe { core::ptr::read_volatile(page.add(off + i)) };
     }
 }
+
+/// A page-aligned heap page holding `bytes` at its start.
+fn page_with(bytes: &[u8]) -> Result<*mut u8, String> {
+    let p = granted_page()?;
+    for (i, &b) in bytes.iter().enumerate() {
+        // SAFETY: within the page we own.
+        unsafe { core::ptr::write_volatile(p.add(i), b) };
+    }
+    Ok(p)
+}
+
+fn local_side(va: *const u8) -> XenCopySide {
+    XenCopySide {
+        kind: XEN_COPY_LOCAL,
+        vaddr: va as u64,
+        ..XenCopySide::default()
+    }
+}
+
+fn grant_side(domid: u16, gref: u32, offset: u16) -> XenCopySide {
+    XenCopySide {
+        kind: XEN_COPY_GRANT,
+        domid,
+        gref,
+        offset,
+        ..XenCopySide::default()
+    }
+}
+
+/// Waits (watching `key`) until the peer has written it; returns its value as a number.
+fn wait_for_key(xs: &mut Xs, key: &str) -> Result<u32, String> {
+    let start = syscall::uptime_ms();
+    xs.watch(key, "nc2dd-peer")
+        .map_err(|e| format!("watch {key}: {e}"))?;
+    let value = loop {
+        match xs.read_string(NO_TX, key) {
+            Ok(v) => break v,
+            Err(Error::Xs(XsErrno::ENOENT)) => {}
+            Err(e) => return Err(format!("reading {key}: {e}")),
+        }
+        if syscall::uptime_ms().saturating_sub(start) > PEER_DEADLINE_MS {
+            return Err(format!("the peer did not write {key}"));
+        }
+        // A quiet xenstore ends the wait with a transport error: just look again.
+        let _ = xs.next_watch_event();
+    };
+    xs.unwatch(key, "nc2dd-peer")
+        .map_err(|e| format!("unwatch {key}: {e}"))?;
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{key} holds {value:?}, not a number"))
+}
+
+/// Step 6: the peer's grant and port.
+fn peer_grant(xs: &mut Xs, home: &str, timer_mask: u64) -> Result<(), String> {
+    let gref = wait_for_key(xs, &format!("{home}/data/peer-gref"))?;
+    let port = wait_for_key(xs, &format!("{home}/data/peer-port"))?;
+    log(&format!("dom0 granted ref {gref} and offers port {port}"));
+
+    let mut out = [0i64; 1];
+    syscall::xen_grant_map(
+        &[XenMapRequest {
+            gref,
+            domid: 0,
+            readonly: 0,
+        }],
+        &mut out,
+    )
+    .map_err(|e| format!("grant map: errno {e}"))?;
+    if out[0] < 0 {
+        return Err(format!("grant map of ref {gref}: status {}", out[0]));
+    }
+    let mapped = out[0] as u64 as *mut u8;
+    let mut head = [0u8; PEER_PATTERN.len()];
+    read_page(mapped, 0, &mut head);
+    if head != PEER_PATTERN {
+        return Err(format!("dom0's page starts with {head:?}"));
+    }
+    for (i, &b) in MAPPED_WRITE.iter().enumerate() {
+        // SAFETY: the window page is mapped writable while the mapping lives; in bounds.
+        unsafe { core::ptr::write_volatile(mapped.add(MAPPED_WRITE_OFFSET + i), b) };
+    }
+    log(&format!(
+        "mapped dom0's ref {gref} at {mapped:p}: pattern found, wrote through the mapping"
+    ));
+
+    let into = granted_page()?;
+    let from = page_with(COPY_WRITE)?;
+    let segs = [
+        XenCopySegment {
+            src: grant_side(0, gref, 0),
+            dst: local_side(into),
+            len: PEER_PATTERN.len() as u16,
+            ..XenCopySegment::default()
+        },
+        XenCopySegment {
+            src: local_side(from),
+            dst: grant_side(0, gref, COPY_WRITE_OFFSET),
+            len: COPY_WRITE.len() as u16,
+            ..XenCopySegment::default()
+        },
+    ];
+    let mut st = [0i64; 2];
+    syscall::xen_grant_copy(&segs, &mut st).map_err(|e| format!("grant copy: errno {e}"))?;
+    if st != [0, 0] {
+        return Err(format!("grant copy statuses {st:?}"));
+    }
+    read_page(into, 0, &mut head);
+    if head != PEER_PATTERN {
+        return Err(format!("grant copy brought {head:?}"));
+    }
+    let mut st = [0i64; 1];
+    syscall::xen_grant_unmap(&[mapped as u64], &mut st)
+        .map_err(|e| format!("grant unmap: errno {e}"))?;
+    if st[0] != 0 {
+        return Err(format!("grant unmap status {}", st[0]));
+    }
+    log("copied dom0's pattern out and our bytes in with one batched copy; unmapped");
+
+    let local = syscall::xen_evtchn_bind_interdomain(0, port)
+        .map_err(|e| format!("binding dom0's port {port}: errno {e}"))?;
+    syscall::xen_evtchn_unmask(local).map_err(|e| format!("unmask {local}: errno {e}"))?;
+    syscall::xen_evtchn_send(local).map_err(|e| format!("send on {local}: errno {e}"))?;
+    log(&format!(
+        "bound dom0's port {port} as {local} and notified it"
+    ));
+    // Give the peer a moment to take the event before the channel goes away.
+    syscall::set_timer(500);
+    syscall::wait(timer_mask);
+    syscall::xen_evtchn_close(local).map_err(|e| format!("closing {local}: errno {e}"))?;
+    Ok(())
+}
+
+type Xs = userland::xenstore::Client<userland::xen::GatewayTransport>;
 
 pub fn run() -> Result<(), String> {
     let info = userland::info();
@@ -169,6 +320,7 @@ pub fn run() -> Result<(), String> {
     }
     syscall::xen_evtchn_close(port).map_err(|e| format!("closing port {port}: errno {e}"))?;
     log("grant ended and port closed");
+    peer_grant(&mut xs, &home, timer_mask)?;
     log::info!("xen self-test passed");
     Ok(())
 }

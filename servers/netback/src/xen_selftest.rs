@@ -22,7 +22,8 @@ use alloc::string::String;
 use core::alloc::Layout;
 use nc2dd_abi::system_table::NO_BIT;
 use userland::syscall::{
-    self, XEN_COPY_GRANT, XEN_COPY_LOCAL, XEN_EBUSY, XenCopySegment, XenCopySide, XenMapRequest,
+    self, XEN_COPY_GRANT, XEN_COPY_LOCAL, XEN_EBUSY, XEN_ENODEV, XenCopySegment, XenCopySide,
+    XenMapRequest,
 };
 use userland::xenstore::client::NO_TX;
 use userland::xenstore::{Error, XsErrno};
@@ -202,6 +203,32 @@ fn peer_grant(xs: &mut Xs, home: &str, timer_mask: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Without Xen (bare QEMU) every gateway call must answer ENODEV, never fault.
+fn no_hypervisor() -> Result<(), String> {
+    let page = granted_page()?;
+    let calls = [
+        (
+            "alloc_unbound",
+            syscall::xen_evtchn_alloc_unbound(0).map(|_| ()),
+        ),
+        (
+            "grant_access",
+            syscall::xen_grant_access(page, 0, false).map(|_| ()),
+        ),
+        ("grant_map", {
+            let mut out = [0i64; 1];
+            syscall::xen_grant_map(&[XenMapRequest::default()], &mut out)
+        }),
+    ];
+    for (name, r) in calls {
+        if r != Err(XEN_ENODEV) {
+            return Err(format!("without Xen, {name} answered {r:?}"));
+        }
+    }
+    log("no hypervisor: the gateway answers ENODEV");
+    Ok(())
+}
+
 type Xs = userland::xenstore::Client<userland::xen::GatewayTransport>;
 
 pub fn run() -> Result<(), String> {
@@ -215,8 +242,11 @@ pub fn run() -> Result<(), String> {
         return Err("the self-test needs a timer bit for its deadlines".into());
     };
     let timer_mask = 1u64 << timer_bit;
-    let mut xs = userland::xen::xenstore(info.xen_event_bit, timer, 20_000)
-        .map_err(|e| format!("attaching to xenstore: errno {e}"))?;
+    let mut xs = match userland::xen::xenstore(info.xen_event_bit, timer, 20_000) {
+        Ok(xs) => xs,
+        Err(XEN_ENODEV) => return no_hypervisor(),
+        Err(e) => return Err(format!("attaching to xenstore: errno {e}")),
+    };
     let xe = |what: &str, e: userland::xenstore::Error| format!("{what}: {e}");
 
     let domid = xs.read_domid().map_err(|e| xe("reading domid", e))?;

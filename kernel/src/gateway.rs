@@ -18,9 +18,11 @@
 //! - lock order: the kernel lock, then this one (system calls); the upcall takes this one alone,
 //!   releases it, then posts through the kernel lock.
 //!
-//! Left out: FIFO event channels (2-level is used; the FIFO consumer exists in `kernel::xen`),
-//! the PV console ring (output goes to port 0xE9, which Xen logs), and cleaning up a task's ports,
-//! grants and mappings when it restarts.
+//! When a task restarts, its ports, window mappings and grants are released
+//! ([`task_restarted`]).
+//!
+//! Left out: FIFO event channels (2-level is used; the FIFO consumer exists in `kernel::xen`) and
+//! the PV console ring (output goes to port 0xE9, which Xen logs).
 
 extern crate alloc;
 
@@ -52,7 +54,7 @@ use kernel::xen::evtchn::{EventChannels, EvtchnError, SharedInfo2L};
 use kernel::xen::grant::XenGrantOps;
 use kernel::xen::grant::table::{GrantTable, TableError};
 use kernel::xen::grant::window::{
-    CopySegment, CopySide, GrantWindow, MapOutcome, MapRequest, TaskMemory, WindowError,
+    CopySegment, CopySide, GrantWindow, MAX_BATCH, MapOutcome, MapRequest, TaskMemory, WindowError,
     WindowLayout,
 };
 use kernel::xen::hypercall::{self, Errno, HypercallPage};
@@ -311,6 +313,51 @@ pub fn upcall() {
                 k.post(t, bits);
             }
         }
+    }
+}
+
+/// Releases what task `task` (page tables at `pml4`) held through the gateway when it restarts:
+/// its event channels are closed, its window pages unmapped, its grants ended. A grant the
+/// grantee still maps cannot be revoked; it stays (and is logged) until the grantee lets go, and
+/// the task's next generation cannot end it. The xenstore ring stays attached (the store port
+/// with it): the next generation attaches again and gets the same ring.
+pub fn task_restarted(task: usize, pml4: u64) {
+    let mut guard = GATEWAY.lock();
+    let Some(g) = guard.as_mut() else { return };
+    let store = (g.store_owner == Some(task)).then_some(g.platform.store.evtchn);
+    let ports: Vec<u32> = g
+        .ports
+        .ports_of(task)
+        .filter(|&p| Some(p) != store)
+        .collect();
+    let closed = ports
+        .iter()
+        .filter(|&&p| g.ports.close(&g.hc, task, p).is_ok())
+        .count();
+    let mut unmapped = 0;
+    if let Some(w) = g.windows.iter_mut().find(|w| w.task == task) {
+        let vas: Vec<u64> = w.window.mapped_vas().collect();
+        for chunk in vas.chunks(MAX_BATCH) {
+            for &va in chunk {
+                unmap_page(pml4, va);
+            }
+            let mut st = alloc::vec![Ok(GnttabStatus::Okay); chunk.len()];
+            if w.window.unmap(&XenGrantOps(&g.hc), chunk, &mut st).is_ok() {
+                unmapped += st.iter().filter(|s| **s == Ok(GnttabStatus::Okay)).count();
+            }
+        }
+    }
+    let refs: Vec<u32> = g.grants.refs_of(task).collect();
+    let ended = refs
+        .iter()
+        .filter(|&&r| g.grants.end_access(task, r).is_ok())
+        .count();
+    if !ports.is_empty() || unmapped > 0 || !refs.is_empty() {
+        info!(
+            "xen gateway: task {task} restarted: closed {closed} of {} ports, unmapped {unmapped} window pages, ended {ended} of {} grants",
+            ports.len(),
+            refs.len()
+        );
     }
 }
 

@@ -456,6 +456,7 @@ impl Kernel {
 
     /// Reloads task `i` from its image with the next generation.
     fn restart(&mut self, i: usize) {
+        crate::gateway::task_restarted(i, self.tasks[i].pml4);
         let t = &mut self.tasks[i];
         t.generation = t.generation.wrapping_add(1);
         t.load_image();

@@ -314,7 +314,22 @@ fn xenstore_number(bed: &mut XenBed, test: &str, path: &str) -> u32 {
 
 #[test]
 fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
-    const TEST: &str = "nc2dd_xen_selftest";
+    xen_selftest("nc2dd_xen_selftest", false);
+}
+
+/// The same, with netback's generation 0 stopping on purpose while it holds a grant and a port
+/// for dom0: the kernel must release them on restart, and generation 1 passes the whole test.
+#[test]
+fn a_restarted_netback_gets_its_xen_resources_released() {
+    xen_selftest("nc2dd_xen_selftest_restart", true);
+}
+
+fn xen_selftest(test: &'static str, restart: bool) {
+    let args = if restart {
+        "nc2dd.netback.xen-selftest=1 nc2dd.netback.xen-restart=1"
+    } else {
+        "nc2dd.netback.xen-selftest=1"
+    };
     let mut files = vec![
         ("nc2dd.elf".to_string(), load_elf()),
         ("xenpeer".to_string(), build_xenpeer()),
@@ -325,14 +340,14 @@ fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
     files.push(("nc2dd-modules.bin".to_string(), module));
     let cfg = XL_PVH_CFG.replace(
         "cmdline = \"nc2dd.shutdown=allow\"",
-        "cmdline = \"nc2dd.shutdown=allow nc2dd.netback.xen-selftest=1\"",
+        &format!("cmdline = \"nc2dd.shutdown=allow {args}\""),
     ) + "ramdisk = \"/nc2dd/nc2dd-modules.bin\"\n";
     assert!(
         cfg.contains("xen-selftest=1"),
         "the xl config has no cmdline line to extend"
     );
     files.push(("nc2dd-selftest.cfg".to_string(), cfg.into_bytes()));
-    let mut bed = boot(TEST, Flavour::Pvh, files);
+    let mut bed = boot(test, Flavour::Pvh, files);
     for m in GUEST_FAIL_MARKERS {
         bed.add_fail_marker(m);
     }
@@ -344,12 +359,12 @@ fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
             "nc2dd",
             Duration::from_secs(120),
         )
-        .unwrap_or_else(|e| fail(TEST, e));
+        .unwrap_or_else(|e| fail(test, e));
     let first = bed
         .wait_for(&dom.console_prefix, Duration::from_secs(120))
-        .unwrap_or_else(|e| fail(TEST, e));
+        .unwrap_or_else(|e| fail(test, e));
     report(
-        TEST,
+        test,
         &format!(
             "xl create to first nc2dd log line: {:.1} s",
             first
@@ -361,7 +376,7 @@ fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
     let expect = |bed: &mut XenBed, needle: &str| {
         let m = bed
             .wait_for(needle, Duration::from_secs(180))
-            .unwrap_or_else(|e| fail(TEST, e));
+            .unwrap_or_else(|e| fail(test, e));
         assert!(
             m.line.contains(&dom.console_prefix),
             "{needle:?} came from another console than nc2dd's: {}",
@@ -378,9 +393,20 @@ fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
     );
     expect(&mut bed, "(set)");
     let watched = expect(&mut bed, "(write)");
-    let published = expect(&mut bed, "granted a page to dom0 as ref");
+    let mut published = expect(&mut bed, "granted a page to dom0 as ref");
+    if restart {
+        expect(&mut bed, "stopping on purpose (generation 0)");
+        expect(
+            &mut bed,
+            "restarted: closed 1 of 1 ports, unmapped 0 window pages, ended 1 of 1 grants",
+        );
+        expect(&mut bed, "task 2 (netback) restarted as generation 1");
+        // Generation 1 runs the self-test from the start on the same xenstore ring.
+        expect(&mut bed, "(write)");
+        published = expect(&mut bed, "granted a page to dom0 as ref");
+    }
     report(
-        TEST,
+        test,
         &format!(
             "xenstore stage (gateway up to grant published: domid, write/read back, watch): {:.1} s",
             published
@@ -396,13 +422,13 @@ fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
             &format!("xenstore-read {home}/data/nc2dd-selftest"),
             Duration::from_secs(60),
         )
-        .unwrap_or_else(|e| fail(TEST, e));
+        .unwrap_or_else(|e| fail(test, e));
     assert!(
         value.contains(&format!("written by nc2dd domain {}", dom.domid)),
         "dom0 reads another value:\n{value}"
     );
-    let gref = xenstore_number(&mut bed, TEST, &format!("{home}/data/nc2dd-gref"));
-    let port = xenstore_number(&mut bed, TEST, &format!("{home}/data/nc2dd-port"));
+    let gref = xenstore_number(&mut bed, test, &format!("{home}/data/nc2dd-gref"));
+    let port = xenstore_number(&mut bed, test, &format!("{home}/data/nc2dd-port"));
     // nc2dd's lines during the peer's run land in its output: look for them from here.
     let before_peer = bed.cursor();
     let peer = bed
@@ -410,7 +436,7 @@ fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
             &format!("/nc2dd/xenpeer {} {gref} {port}", dom.domid),
             Duration::from_secs(240),
         )
-        .unwrap_or_else(|e| fail(TEST, e));
+        .unwrap_or_else(|e| fail(test, e));
     assert!(peer.contains("XENPEER_OK"), "the dom0 peer failed:\n{peer}");
     assert!(
         peer.contains("its mapped write and grant copy are in our page"),
@@ -427,7 +453,7 @@ fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
     expect(&mut bed, "and notified it");
     let passed = expect(&mut bed, "xen self-test passed");
     report(
-        TEST,
+        test,
         &format!(
             "grant/event exchange both ways (grant published to self-test passed, peer included): {:.1} s",
             passed
@@ -438,10 +464,10 @@ fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
     );
     let pass = bed
         .wait_for(PASS, Duration::from_secs(120))
-        .unwrap_or_else(|e| fail(TEST, e));
+        .unwrap_or_else(|e| fail(test, e));
     assert!(pass.line.contains(&dom.console_prefix));
     report(
-        TEST,
+        test,
         &format!(
             "xl create to {PASS}: {:.1} s; whole bed run {:.1} s",
             pass.arrived

@@ -15,6 +15,9 @@
 //!    mapping, copy the pattern out and [`COPY_WRITE`] in at [`COPY_WRITE_OFFSET`] with one
 //!    batched grant copy, unmap, then bind to the peer's port and notify it.
 //!
+//! With `nc2dd.netback.xen-restart=1` generation 0 stops on purpose after step 4, so the kernel
+//! must release its port and grant, and generation 1 runs the self-test again.
+//!
 //! Everything the peer writes is read once into a local buffer before it is compared.
 
 use alloc::format;
@@ -306,6 +309,12 @@ pub fn run() -> Result<(), String> {
         "granted a page to dom0 as ref {gref}, event channel port {port}; waiting for the peer"
     ));
 
+    if info.arg("xen-restart") == Some("1") && info.generation == 0 {
+        // Proves the kernel releases the port and the grant of a restarted task: the next
+        // generation runs the whole self-test again.
+        log("stopping on purpose (generation 0) with a grant and a port held");
+        syscall::panic_exit("netback: deliberate stop for the restart test");
+    }
     // Wake-ups left over from the xenstore traffic above are not the peer's.
     syscall::poll(xen_mask);
     let start = syscall::uptime_ms();

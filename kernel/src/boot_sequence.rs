@@ -249,7 +249,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         info!("  task {i}: {}", t.name);
     }
     *KERNEL.lock() = Some(k);
-    crate::gateway::init(xen, si.memory_map());
+    crate::gateway::init(xen, si.memory_map(), si.cmdline());
     let per_tick = lapic::init(xen);
     info!(
         "timer: local APIC tick every {} ms ({} counts)",

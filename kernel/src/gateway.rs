@@ -21,8 +21,11 @@
 //! When a task restarts, its ports, window mappings and grants are released
 //! ([`task_restarted`]).
 //!
-//! Left out: FIFO event channels (2-level is used; the FIFO consumer exists in `kernel::xen`) and
-//! the PV console ring (output goes to port 0xE9, which Xen logs).
+//! Event channels use the FIFO ABI when Xen offers it (one event array page: 1024 ports), else
+//! 2-level; `nc2dd.xen-evtchn=2l` forces 2-level.
+//!
+//! Left out: growing the FIFO event array beyond one page, and the PV console ring (output goes
+//! to port 0xE9, which Xen logs).
 
 extern crate alloc;
 
@@ -50,6 +53,7 @@ use kernel::xen::abi::DOMID_FIRST_RESERVED;
 use kernel::xen::abi::grant_table::GnttabStatus;
 use kernel::xen::abi::memory::E820Entry;
 use kernel::xen::cpuid;
+use kernel::xen::evtchn::fifo::{FifoConsumer, FifoView};
 use kernel::xen::evtchn::{EventChannels, EvtchnError, SharedInfo2L};
 use kernel::xen::grant::XenGrantOps;
 use kernel::xen::grant::table::{GrantTable, TableError};
@@ -90,9 +94,16 @@ struct Window {
     window: GrantWindow,
 }
 
+/// The event channel ABI in force.
+enum Events {
+    TwoLevel,
+    Fifo(FifoView<'static>, FifoConsumer),
+}
+
 struct Gateway {
     hc: HypercallPage,
     si: SharedInfo2L<'static>,
+    events: Events,
     ports: EventChannels<usize>,
     grants: GrantTable<'static, usize>,
     windows: Vec<Window>,
@@ -177,7 +188,10 @@ fn user_flags(writable: bool) -> F {
 
 /// Brings the Xen platform up when running on Xen. Called once at boot, after the kernel's page
 /// tables and the frame allocator are in place and before interrupts are enabled.
-pub fn init(xen: bool, memory_map: &[MemoryRegion]) {
+///
+/// Event channels use the FIFO ABI when Xen offers it, unless the command line says
+/// `nc2dd.xen-evtchn=2l`.
+pub fn init(xen: bool, memory_map: &[MemoryRegion], cmdline: &str) {
     if !xen {
         info!("xen gateway: no hypervisor; gateway calls return ENODEV");
         return;
@@ -185,11 +199,12 @@ pub fn init(xen: bool, memory_map: &[MemoryRegion]) {
     // The hole starts above everything the memory map names (RAM, ACPI, the special pages).
     let top = memory_map.iter().map(|r| r.end()).max().unwrap_or(0);
     let hole = top.next_multiple_of(1 << 30).max(1 << 32);
-    match bring_up(hole) {
+    let want_fifo = kernel::boot::cmdline::option(cmdline, "xen-evtchn") != Some("2l");
+    match bring_up(hole, want_fifo) {
         Ok(g) => {
             let p = g.platform;
             info!(
-                "xen gateway: Xen {}.{}, shared info at {:#x}, {} grant frames (max {}), xenstore gfn {:#x} port {}, upcall vector {:#x}",
+                "xen gateway: Xen {}.{}, shared info at {:#x}, {} grant frames (max {}), xenstore gfn {:#x} port {}, upcall vector {:#x}, {} event channels ({} ports)",
                 p.version.0,
                 p.version.1,
                 p.shared_info_gfn * PAGE,
@@ -197,7 +212,12 @@ pub fn init(xen: bool, memory_map: &[MemoryRegion]) {
                 p.max_grant_frames,
                 p.store.gfn,
                 p.store.evtchn,
-                UPCALL_VECTOR
+                UPCALL_VECTOR,
+                match g.events {
+                    Events::TwoLevel => "2-level",
+                    Events::Fifo(..) => "FIFO",
+                },
+                g.ports.ports()
             );
             *GATEWAY.lock() = Some(g);
         }
@@ -248,7 +268,46 @@ fn hypervisor_memory_map() -> Result<([MemoryRegion; MAX_MEMMAP], usize), String
     Ok((out, entries.len()))
 }
 
-fn bring_up(hole: u64) -> Result<Gateway, String> {
+/// A zeroed RAM frame the kernel keeps for good (FIFO control block, event array page).
+fn kernel_frame() -> Result<u64, String> {
+    let f = FRAMES
+        .lock()
+        .as_mut()
+        .and_then(|a| a.alloc())
+        .ok_or("out of frames")?;
+    // SAFETY: a free RAM frame, identity-mapped writable, now the kernel's.
+    unsafe { core::ptr::write_bytes(f as *mut u8, 0, PAGE as usize) };
+    Ok(f)
+}
+
+/// Switches to FIFO event channels if Xen offers them: vCPU 0's control block and one event
+/// array page (1024 ports), both RAM frames of the kernel (guest frame = physical address).
+fn fifo(hc: &HypercallPage) -> Result<Option<FifoView<'static>>, String> {
+    let control = kernel_frame()?;
+    let array = kernel_frame()?;
+    let on = platform::try_fifo(hc, control / PAGE, 0, array / PAGE)
+        .map_err(|e| format!("FIFO event channels: {e:?}"))?;
+    if !on {
+        let mut frames = FRAMES.lock();
+        if let Some(a) = frames.as_mut() {
+            let _ = a.free(control);
+            let _ = a.free(array);
+        }
+        return Ok(None);
+    }
+    // SAFETY: both frames are the kernel's for good, identity-mapped read-write, and shared
+    // only with Xen, through atomic views.
+    let view = unsafe {
+        FifoView::new(
+            SharedPage::from_ptr(control as *mut u8),
+            0,
+            alloc::vec![SharedPage::from_ptr(array as *mut u8)],
+        )
+    };
+    Ok(Some(view))
+}
+
+fn bring_up(hole: u64, want_fifo: bool) -> Result<Gateway, String> {
     let xen = cpuid::detect(&cpuid::NativeCpuid).map_err(|e| format!("cpuid: {e}"))?;
     let page = &raw const xen_hypercall_page;
     // SAFETY: the page is kernel text at its physical address (the kernel is identity-mapped),
@@ -278,10 +337,19 @@ fn bring_up(hole: u64) -> Result<Gateway, String> {
         // SAFETY: as for the shared info page.
         .map(|i| unsafe { SharedPage::from_ptr((hole + i * PAGE) as *mut u8) })
         .collect();
+    // Before any port is bound: Xen carries the existing ones (xenstore, console) over.
+    let (events, ports) = match if want_fifo { fifo(&hc)? } else { None } {
+        Some(view) => {
+            let ports = EventChannels::with_ports(view.ports() as usize);
+            (Events::Fifo(view, FifoConsumer::default()), ports)
+        }
+        None => (Events::TwoLevel, EventChannels::new()),
+    };
     Ok(Gateway {
         hc,
         si,
-        ports: EventChannels::new(),
+        events,
+        ports,
         grants: GrantTable::new(frames),
         windows: Vec::new(),
         platform: p,
@@ -294,12 +362,20 @@ fn bring_up(hole: u64) -> Result<Gateway, String> {
 pub fn upcall() {
     let mut posts: Vec<(usize, u64)> = Vec::new();
     {
-        let guard = GATEWAY.lock();
-        let Some(g) = guard.as_ref() else { return };
+        let mut guard = GATEWAY.lock();
+        let Some(g) = guard.as_mut() else { return };
         // A scan stops after a bounded number of rounds; a few more catch a storm's tail.
         for _ in 0..4 {
-            let stats = g.ports.upcall(&g.si, |t, bits| posts.push((t, bits)));
-            if !stats.more {
+            let stats = match &mut g.events {
+                Events::TwoLevel => g.ports.upcall(&g.si, |t, bits| posts.push((t, bits))),
+                Events::Fifo(view, cons) => {
+                    // Cleared first: an event linked from here on sets it again.
+                    g.si.clear_upcall_pending();
+                    g.ports
+                        .upcall_fifo(view, cons, |t, bits| posts.push((t, bits)))
+                }
+            };
+            if !stats.more && !g.si.upcall_pending() {
                 break;
             }
         }
@@ -580,7 +656,12 @@ impl Gateway {
                 self.ports.close(&self.hc, cx.task, port)
             }
             // Through Xen, which re-raises the upcall if the port fired while masked.
-            PortOp::Unmask => hypercall::evtchn_unmask(&self.hc, port).map_err(EvtchnError::Xen),
+            PortOp::Unmask => match &self.events {
+                Events::TwoLevel => {
+                    hypercall::evtchn_unmask(&self.hc, port).map_err(EvtchnError::Xen)
+                }
+                Events::Fifo(view, _) => self.ports.unmask_fifo(&self.hc, view, cx.task, port),
+            },
         }
         .map_err(|e| evtchn_fail(what, e))?;
         Ok(0)

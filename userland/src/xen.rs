@@ -56,19 +56,27 @@ impl Transport for GatewayTransport {
     }
 
     fn wait(&mut self) -> Result<(), Error> {
-        if self.timer_mask != 0 {
-            syscall::set_timer(self.timeout_ms);
+        if self.timer_mask == 0 {
+            syscall::wait(self.event_mask);
+            return Ok(());
         }
-        let got = syscall::wait(self.event_mask | self.timer_mask);
-        if self.timer_mask != 0 {
+        let deadline = syscall::uptime_ms() + self.timeout_ms;
+        loop {
+            let now = syscall::uptime_ms();
+            if now >= deadline {
+                return Err(Error::Transport(
+                    "no answer from xenstored before the deadline",
+                ));
+            }
+            syscall::set_timer(deadline - now);
+            let got = syscall::wait(self.event_mask | self.timer_mask);
             syscall::set_timer(0);
+            if got & self.event_mask != 0 {
+                return Ok(());
+            }
+            // The timer bit alone: the deadline passed, or the bit was left over from an earlier
+            // timer of the task (posted just before it was cancelled). The clock decides.
         }
-        if got & self.event_mask == 0 {
-            return Err(Error::Transport(
-                "no answer from xenstored before the deadline",
-            ));
-        }
-        Ok(())
     }
 }
 

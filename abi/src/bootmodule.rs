@@ -43,6 +43,9 @@ pub enum EntryKind {
     Server = 1,
     /// The binary system table (see `system_table`).
     SystemTable = 2,
+    /// A default kernel command line (UTF-8), used when the loader passes none: the way to give
+    /// tasks their arguments where the loader cannot (Xen's HVM `firmware_override`).
+    CommandLine = 3,
 }
 
 impl EntryKind {
@@ -50,6 +53,7 @@ impl EntryKind {
         match v {
             1 => Some(Self::Server),
             2 => Some(Self::SystemTable),
+            3 => Some(Self::CommandLine),
             _ => None,
         }
     }
@@ -117,16 +121,13 @@ pub struct BootModule<'a> {
     count: usize,
 }
 
+// Callers check lengths first; a short read would only give 0.
 fn u32_at(b: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[off..off + 4]);
-    u32::from_le_bytes(a)
+    crate::le::u32_at(b, off).unwrap_or(0)
 }
 
 fn u64_at(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
+    crate::le::u64_at(b, off).unwrap_or(0)
 }
 
 impl<'a> BootModule<'a> {

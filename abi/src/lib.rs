@@ -7,7 +7,9 @@
 extern crate alloc;
 
 pub mod bootmodule;
+pub mod elf;
 pub mod layout;
+pub mod le;
 pub mod syscall;
 pub mod system_table;
 

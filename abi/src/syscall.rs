@@ -55,6 +55,10 @@ pub const SYS_DMA_ALLOC: u64 = 15;
 /// index in the task info) after the task has serviced it. Until then the vector stays masked.
 pub const SYS_IRQ_ACK: u64 = 16;
 
+/// `now_ns() -> ns`: the monotonic clock (the TSC, calibrated at boot), nanoseconds since boot;
+/// 0 when the kernel could not calibrate it.
+pub const SYS_NOW_NS: u64 = 17;
+
 /// Packs a PCI address for the device calls.
 pub const fn pack_bdf(segment: u16, bus: u8, device: u8, function: u8) -> u64 {
     ((segment as u64) << 16)

@@ -29,6 +29,8 @@ pub fn known_servers() -> Vec<&'static str> {
     SERVERS.iter().map(|(s, _)| *s).collect()
 }
 pub const KERNEL_ELF: &str = "nc2dd.elf";
+/// The kernel with the boot module inside, for loaders that take no module.
+pub const STANDALONE_ELF: &str = "nc2dd-standalone.elf";
 pub const MODULE: &str = "nc2dd-modules.bin";
 
 /// The workspace this tool was built from.
@@ -50,6 +52,9 @@ pub struct Options {
     pub kernel_features: Vec<String>,
     /// The system description to pack.
     pub system: PathBuf,
+    /// A default kernel command line packed into the boot module (used when the loader passes
+    /// none).
+    pub cmdline: Option<String>,
 }
 
 impl Default for Options {
@@ -60,6 +65,7 @@ impl Default for Options {
             out_dir: target.join("nc2dd"),
             kernel_features: Vec::new(),
             system: workspace_root().join("image").join("system.toml"),
+            cmdline: None,
         }
     }
 }
@@ -68,6 +74,8 @@ impl Default for Options {
 #[derive(Debug, Clone)]
 pub struct Artefacts {
     pub kernel: PathBuf,
+    /// The kernel with `module` embedded.
+    pub standalone: PathBuf,
     pub module: PathBuf,
     pub pvh_entry: u64,
     pub servers: Vec<(String, u64)>,
@@ -112,9 +120,20 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), BuildError> {
 enum Flavour {
     /// Runs at its link address with no loader to relocate it: static relocation model.
     Kernel,
+    /// The kernel again, with a boot module embedded (its own target directory, so the plain
+    /// kernel is not rebuilt each time).
+    Standalone,
     /// Position-independent (the target's default), linked at the fixed user base with the
     /// relocations already applied, so the kernel loads it by program headers alone.
     Server,
+}
+
+fn subdir(flavour: Flavour) -> &'static str {
+    match flavour {
+        Flavour::Kernel => "kernel",
+        Flavour::Standalone => "kernel-standalone",
+        Flavour::Server => "servers",
+    }
 }
 
 fn cargo_build(
@@ -122,19 +141,24 @@ fn cargo_build(
     flavour: Flavour,
     packages: &[&str],
     features: &[String],
+    embed: Option<&Path>,
 ) -> Result<(), BuildError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     // Separate target directories: the two flavours use different flags for the same
     // dependencies, and sharing one directory would rebuild them on every switch.
-    let (subdir, rustflags) = match flavour {
-        Flavour::Kernel => ("kernel", "-Crelocation-model=static"),
-        Flavour::Server => ("servers", ""),
+    let rustflags = match flavour {
+        Flavour::Kernel | Flavour::Standalone => "-Crelocation-model=static",
+        Flavour::Server => "",
+    };
+    match embed {
+        Some(module) => cmd.env("NC2DD_EMBED_MODULE", module),
+        None => cmd.env_remove("NC2DD_EMBED_MODULE"),
     };
     cmd.current_dir(workspace_root())
         .args(["build", "--release", "--target", TARGET])
         .arg("--target-dir")
-        .arg(opts.target_dir.join(subdir))
+        .arg(opts.target_dir.join(subdir(flavour)))
         // With --target given, these flags do not reach host build scripts.
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
         .env_remove("RUSTFLAGS")
@@ -158,13 +182,8 @@ fn cargo_build(
 }
 
 fn output(opts: &Options, flavour: Flavour, bin: &str) -> PathBuf {
-    let subdir = if flavour == Flavour::Kernel {
-        "kernel"
-    } else {
-        "servers"
-    };
     opts.target_dir
-        .join(subdir)
+        .join(subdir(flavour))
         .join(TARGET)
         .join("release")
         .join(bin)
@@ -175,7 +194,13 @@ pub fn build(opts: &Options) -> Result<Artefacts, BuildError> {
     // The description is checked before anything is built, so a bad one fails fast.
     let system = crate::system::load(&opts.system, &known_servers()).map_err(BuildError::System)?;
     io(&opts.out_dir, fs::create_dir_all(&opts.out_dir))?;
-    cargo_build(opts, Flavour::Kernel, &["kernel"], &opts.kernel_features)?;
+    cargo_build(
+        opts,
+        Flavour::Kernel,
+        &["kernel"],
+        &opts.kernel_features,
+        None,
+    )?;
     let kernel_built = output(opts, Flavour::Kernel, "nc2dd");
     let kernel_bytes = io(&kernel_built, fs::read(&kernel_built))?;
     let pvh_entry = elfnote::check_pvh_note(&kernel_bytes)
@@ -191,8 +216,11 @@ pub fn build(opts: &Options) -> Result<Artefacts, BuildError> {
     packages.dedup();
     let mut module = Builder::new();
     module.add("system", EntryKind::SystemTable, system.to_table());
+    if let Some(c) = &opts.cmdline {
+        module.add("cmdline", EntryKind::CommandLine, c.as_bytes().to_vec());
+    }
     let mut servers = Vec::new();
-    cargo_build(opts, Flavour::Server, &packages, &[])?;
+    cargo_build(opts, Flavour::Server, &packages, &[], None)?;
     for name in names {
         let path = output(opts, Flavour::Server, name);
         let bytes = io(&path, fs::read(&path))?;
@@ -207,8 +235,29 @@ pub fn build(opts: &Options) -> Result<Artefacts, BuildError> {
     let module_path = opts.out_dir.join(MODULE);
     write_atomic(&kernel, &kernel_bytes)?;
     write_atomic(&module_path, &module)?;
+
+    // The standalone kernel: one build directory serves every system, so builds of different
+    // systems take turns (build and copy under one lock) instead of overwriting each other.
+    let lock_path = opts.target_dir.join("kernel-standalone.lock");
+    io(&opts.target_dir, fs::create_dir_all(&opts.target_dir))?;
+    let lock = io(&lock_path, fs::File::create(&lock_path))?;
+    io(&lock_path, lock.lock())?;
+    cargo_build(
+        opts,
+        Flavour::Standalone,
+        &["kernel"],
+        &opts.kernel_features,
+        Some(&module_path),
+    )?;
+    let built = output(opts, Flavour::Standalone, "nc2dd");
+    let standalone_bytes = io(&built, fs::read(&built))?;
+    drop(lock);
+    elfnote::check_pvh_note(&standalone_bytes).map_err(|e| BuildError::Note(built.clone(), e))?;
+    let standalone = opts.out_dir.join(STANDALONE_ELF);
+    write_atomic(&standalone, &standalone_bytes)?;
     Ok(Artefacts {
         kernel,
+        standalone,
         module: module_path,
         pvh_entry,
         servers,

@@ -8,10 +8,9 @@
 
 use std::fmt;
 
+use nc2dd_abi::elf::{ElfError, PF_X, PT_LOAD, PT_NOTE, ProgramHeader, u32_at};
+
 pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
-const PT_LOAD: u32 = 1;
-const PT_NOTE: u32 = 4;
-const PF_X: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoteError {
@@ -47,56 +46,12 @@ impl fmt::Display for NoteError {
 
 impl std::error::Error for NoteError {}
 
-#[derive(Debug, Clone, Copy)]
-struct Phdr {
-    kind: u32,
-    flags: u32,
-    offset: u64,
-    paddr: u64,
-    filesz: u64,
-    memsz: u64,
-    align: u64,
-}
-
-fn u16_at(b: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
-}
-fn u32_at(b: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
-}
-fn u64_at(b: &[u8], o: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
-}
-
-fn phdrs(elf: &[u8]) -> Result<Vec<Phdr>, NoteError> {
-    // ELFCLASS64, little-endian, EM_X86_64.
-    if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
-        return Err(NoteError::NotElf64);
+fn phdrs(elf: &[u8]) -> Result<Vec<ProgramHeader>, NoteError> {
+    match nc2dd_abi::elf::parse(elf) {
+        Ok(file) => Ok(file.program_headers),
+        Err(ElfError::NotElf64) => Err(NoteError::NotElf64),
+        Err(ElfError::Truncated) => Err(NoteError::Truncated("program headers")),
     }
-    if u16_at(elf, 18) != Some(62) {
-        return Err(NoteError::NotElf64);
-    }
-    let t = NoteError::Truncated("program headers");
-    let phoff = u64_at(elf, 32).ok_or(t.clone())? as usize;
-    let phentsize = u16_at(elf, 54).ok_or(t.clone())? as usize;
-    let phnum = u16_at(elf, 56).ok_or(t.clone())? as usize;
-    if phentsize < 56 {
-        return Err(t);
-    }
-    (0..phnum)
-        .map(|i| {
-            let o = phoff.checked_add(i * phentsize).ok_or(t.clone())?;
-            Ok(Phdr {
-                kind: u32_at(elf, o).ok_or(t.clone())?,
-                flags: u32_at(elf, o + 4).ok_or(t.clone())?,
-                offset: u64_at(elf, o + 8).ok_or(t.clone())?,
-                paddr: u64_at(elf, o + 24).ok_or(t.clone())?,
-                filesz: u64_at(elf, o + 32).ok_or(t.clone())?,
-                memsz: u64_at(elf, o + 40).ok_or(t.clone())?,
-                align: u64_at(elf, o + 48).ok_or(t.clone())?,
-            })
-        })
-        .collect()
 }
 
 /// Returns the PVH entry address, or why the kernel cannot be booted through PVH.

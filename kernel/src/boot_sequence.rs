@@ -25,6 +25,7 @@ use x86_64::{PhysAddr, VirtAddr};
 
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::{console, cpu, entry, gdt, idt, lapic, phys, syscall};
+use crate::devices::{DEVICES, Devices};
 use crate::tasks::{FRAMES, KERNEL, Kernel};
 use kernel::boot::cmdline;
 use kernel::boot::start_info::MemoryType;
@@ -55,6 +56,38 @@ unsafe impl x86_64::structures::paging::FrameAllocator<Size4KiB> for Frames<'_, 
 }
 
 static START_INFO: spin::Once<StartInfo> = spin::Once::new();
+/// A boot module built into the kernel (empty unless the image tool embedded one): used when the
+/// loader passes no module, as Xen's HVM `firmware_override` cannot.
+static EMBEDDED_MODULE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/embedded-module.bin"));
+/// Physical address of the kernel's PML4, for mappings made after boot.
+static KERNEL_L4: spin::Once<u64> = spin::Once::new();
+
+/// Identity-maps `[phys, phys + len)` uncached in kernel space (device registers). Kernel
+/// mappings below 512 GiB live under the PML4 slot every task shares, so all see them.
+pub fn map_kernel_mmio(phys: u64, len: u64) {
+    let Some(&l4) = KERNEL_L4.get() else { return };
+    // SAFETY: the kernel PML4 is identity-mapped; offset 0 translates every table frame.
+    let mut mapper =
+        unsafe { OffsetPageTable::new(&mut *(l4 as *mut PageTable), VirtAddr::new(0)) };
+    let region = paging::Region {
+        start: phys & !0xfff,
+        end: (phys + len).div_ceil(4096) * 4096,
+        flags: PageTableFlags::PRESENT
+            | PageTableFlags::WRITABLE
+            | PageTableFlags::NO_EXECUTE
+            | PageTableFlags::NO_CACHE
+            | PageTableFlags::WRITE_THROUGH,
+    };
+    let mut frames = FRAMES.lock();
+    let Some(frames) = frames.as_mut() else {
+        return;
+    };
+    // SAFETY: device registers are not RAM, so the mapping aliases nothing the kernel uses.
+    match unsafe { paging::map_region(&mut mapper, &region, &mut Frames(frames)) } {
+        Ok(()) | Err(x86_64::structures::paging::mapper::MapToError::PageAlreadyMapped(_)) => {}
+        Err(e) => fail(format_args!("mapping device registers at {phys:#x}: {e:?}")),
+    }
+}
 
 pub fn fail(what: core::fmt::Arguments<'_>) -> ! {
     error!("{what}");
@@ -200,31 +233,65 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         plan.len()
     );
 
-    let module = match si.modules().first() {
+    // The loader's first module that is an nc2dd boot module, else the built-in one. (Xen's HVM
+    // `firmware_override` path reports a module of its own at physical address 0.)
+    let loader_module = si.modules().iter().enumerate().find_map(|(i, m)| {
+        info!("  module {i}: {:#x}, {} bytes", m.paddr, m.size);
+        if m.paddr == 0 || m.size < 8 {
+            info!("  module {i}: unusable, ignored");
+            return None;
+        }
+        // SAFETY: modules were reserved above and are mapped (as RAM or read-only loader data);
+        // nothing writes them.
+        let bytes = unsafe { phys::slice(m.paddr, m.size as usize) };
+        if bytes[..8] != nc2dd_abi::bootmodule::MAGIC {
+            info!("  module {i}: not an nc2dd boot module, ignored");
+            return None;
+        }
+        Some(bytes)
+    });
+    let module_bytes = match loader_module {
+        Some(bytes) => Some(bytes),
+        None if !EMBEDDED_MODULE.is_empty() => {
+            info!("boot module: using the one built into the kernel");
+            Some(EMBEDDED_MODULE)
+        }
         None => {
             info!("boot module: none (no servers to start)");
             None
         }
-        Some(m) => {
-            // SAFETY: the module was reserved above and is mapped read-write as RAM; nothing
-            // writes it.
-            let bytes = unsafe { phys::slice(m.paddr, m.size as usize) };
-            let bm =
-                BootModule::parse(bytes).unwrap_or_else(|e| fail(format_args!("boot module: {e}")));
-            let servers: Vec<_> = bm
-                .entries()
-                .filter(|e| e.kind == EntryKind::Server)
-                .collect();
-            info!("boot module: {} bytes, {} servers", m.size, servers.len());
-            for e in &servers {
-                info!("  server {} ({} bytes)", e.name, e.data.len());
-            }
-            Some(bm)
-        }
     };
+    let module = module_bytes.map(|bytes| {
+        let bm =
+            BootModule::parse(bytes).unwrap_or_else(|e| fail(format_args!("boot module: {e}")));
+        let servers: Vec<_> = bm
+            .entries()
+            .filter(|e| e.kind == EntryKind::Server)
+            .collect();
+        info!(
+            "boot module: {} bytes, {} servers",
+            bytes.len(),
+            servers.len()
+        );
+        for e in &servers {
+            info!("  server {} ({} bytes)", e.name, e.data.len());
+        }
+        bm
+    });
 
+    // The loader's command line, else the default packed in the boot module.
+    let packed = module
+        .and_then(|bm| bm.entries().find(|e| e.kind == EntryKind::CommandLine))
+        .and_then(|e| core::str::from_utf8(e.data).ok());
+    let command_line: &'static str = match packed {
+        Some(c) if si.cmdline().trim().is_empty() => {
+            info!("command line (from the boot module): \"{c}\"");
+            c
+        }
+        _ => si.cmdline(),
+    };
     check_memory(&mut frames);
-    if let Some(test) = cmdline::option(si.cmdline(), "selftest") {
+    if let Some(test) = cmdline::option(command_line, "selftest") {
         selftest(test);
     }
     let table_entry = module.and_then(|bm| bm.entries().find(|e| e.kind == EntryKind::SystemTable));
@@ -242,15 +309,23 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         table.channel_count()
     );
     *FRAMES.lock() = Some(frames);
+    KERNEL_L4.call_once(|| l4_paddr);
+    let platform = crate::platform::discover(si.rsdp_paddr);
+    let access = crate::platform::config_access(&platform);
+    let devices = Devices::init(&table, access, lapic::id(), &mut |phys, len| {
+        map_kernel_mmio(phys, len)
+    });
+    *DEVICES.lock() = Some(devices);
     let servers = |name: &str| bm.find(EntryKind::Server, name).map(|e| e.data);
     let k =
-        Kernel::new(table, &servers, si.cmdline()).unwrap_or_else(|e| fail(format_args!("{e}")));
+        Kernel::new(table, &servers, command_line).unwrap_or_else(|e| fail(format_args!("{e}")));
     for (i, t) in k.tasks.iter().enumerate() {
         info!("  task {i}: {}", t.name);
     }
     *KERNEL.lock() = Some(k);
-    crate::gateway::init(xen, si.memory_map(), si.cmdline());
-    let per_tick = lapic::init(xen);
+    crate::gateway::init(xen, si.memory_map(), command_line);
+    let (per_tick, tsc_hz) = lapic::init(xen);
+    crate::platform::init_clock(&platform, tsc_hz);
     info!(
         "timer: local APIC tick every {} ms ({} counts)",
         lapic::TICK_MS,

@@ -18,7 +18,11 @@ mod arch;
 #[cfg(target_os = "none")]
 mod boot_sequence;
 #[cfg(target_os = "none")]
+mod devices;
+#[cfg(target_os = "none")]
 mod gateway;
+#[cfg(target_os = "none")]
+mod platform;
 #[cfg(target_os = "none")]
 mod tasks;
 #[cfg(target_os = "none")]

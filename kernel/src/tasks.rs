@@ -70,6 +70,8 @@ pub struct Task {
     supervisor: bool,
     /// Supervisor: the bit task stops are posted on.
     fault_bit: Option<u8>,
+    /// Bytes of DMA memory mapped so far (the next one goes at DMA_BASE + this).
+    dma_next: u64,
 }
 
 pub struct Kernel {
@@ -284,8 +286,20 @@ impl Kernel {
                     channels.push((peer.task, peer.kick_bit));
                 }
             }
+            // Device registers the task claimed: uncached, never executable.
+            if let Some(devs) = crate::devices::DEVICES.lock().as_ref() {
+                for dev in devs.task_devices(t.index) {
+                    for &(user, phys, len) in &dev.mappings {
+                        for off in (0..len).step_by(PAGE as usize) {
+                            let flags = user_flags(true, false) | F::NO_CACHE | F::WRITE_THROUGH;
+                            map_user(pml4, user + off, phys + off, flags);
+                        }
+                    }
+                }
+            }
             let task = Task {
                 name: t.name,
+                dma_next: 0,
                 priority: t.priority,
                 state: State::Runnable,
                 notes: Notifications::default(),
@@ -333,7 +347,16 @@ impl Kernel {
     /// Rewrites task `i`'s info page (its generation and its peers').
     fn refresh_info(&self, i: usize) {
         match space::info(&self.table, i, &self.generations(), self.cmdline) {
-            Ok(info) => self.tasks[i].write_info(&info),
+            Ok(mut info) => {
+                if let Some(devs) = crate::devices::DEVICES.lock().as_ref() {
+                    let list = devs.task_devices(i);
+                    for (slot, d) in info.devices.iter_mut().zip(list) {
+                        *slot = d.info;
+                    }
+                    info.device_count = list.len().min(info.devices.len()) as u32;
+                }
+                self.tasks[i].write_info(&info)
+            }
             Err(e) => warn!("info page of task {i}: {e:?}"),
         }
     }
@@ -600,7 +623,19 @@ impl Kernel {
                 }
                 None => self.bad_syscall(frame, format_args!("set_timer without a timer bit")),
             },
-            sys::SYS_UPTIME => frame.rax = self.ticks * lapic::TICK_MS,
+            sys::SYS_UPTIME => {
+                let ns = crate::platform::now_ns();
+                frame.rax = if ns > 0 {
+                    ns / 1_000_000
+                } else {
+                    self.ticks * lapic::TICK_MS
+                };
+            }
+            sys::SYS_NOW_NS => frame.rax = crate::platform::now_ns(),
+            sys::SYS_DEV_CONFIG_READ
+            | sys::SYS_DEV_CONFIG_WRITE
+            | sys::SYS_DMA_ALLOC
+            | sys::SYS_IRQ_ACK => self.device_call(frame),
             n if crate::gateway::handles(n) => {
                 let rights = self.table.task(cur).and_then(|t| t.xen);
                 let t = &self.tasks[cur];
@@ -609,6 +644,75 @@ impl Kernel {
                 }
             }
             n => self.bad_syscall(frame, format_args!("unknown system call {n}")),
+        }
+    }
+
+    /// The device system calls (config space, DMA, interrupt acknowledgement).
+    fn device_call(&mut self, frame: &mut TrapFrame) {
+        let cur = self.current;
+        let (a0, a1, a2) = (frame.rdi, frame.rsi, frame.rdx);
+        let mut guard = crate::devices::DEVICES.lock();
+        let Some(devs) = guard.as_mut() else {
+            drop(guard);
+            return self.bad_syscall(frame, format_args!("device call without devices"));
+        };
+        match frame.rax {
+            sys::SYS_DEV_CONFIG_READ => match devs.config_read(cur, a0, a1) {
+                Ok(v) => frame.rax = u64::from(v),
+                Err(e) => {
+                    drop(guard);
+                    self.bad_syscall(frame, format_args!("config read: {e}"))
+                }
+            },
+            sys::SYS_DEV_CONFIG_WRITE => match devs.config_write(cur, a0, a1, a2) {
+                Ok(()) => frame.rax = 0,
+                Err(e) => {
+                    drop(guard);
+                    self.bad_syscall(frame, format_args!("config write: {e}"))
+                }
+            },
+            sys::SYS_DMA_ALLOC => {
+                let region = if a0 == 0 || a0 > (1 << 30) {
+                    None
+                } else {
+                    devs.dma_alloc(cur, a0)
+                };
+                drop(guard);
+                match region {
+                    Some(r) => {
+                        let vaddr = nc2dd_abi::layout::DMA_BASE + self.tasks[cur].dma_next;
+                        for off in (0..r.len).step_by(PAGE as usize) {
+                            map_user(
+                                self.tasks[cur].pml4,
+                                vaddr + off,
+                                r.phys + off,
+                                user_flags(true, false),
+                            );
+                        }
+                        self.tasks[cur].dma_next += r.len;
+                        self.tasks[cur].regions.add(vaddr, r.len, true);
+                        frame.rax = vaddr;
+                        frame.rdx = r.bus;
+                    }
+                    None => {
+                        frame.rax = 0;
+                        frame.rdx = 0;
+                    }
+                }
+            }
+            _ => match devs.acknowledge(cur, a0, a1) {
+                Ok(repost) => {
+                    drop(guard);
+                    frame.rax = 0;
+                    if let Some(bit) = repost {
+                        self.post(cur, 1 << bit);
+                    }
+                }
+                Err(e) => {
+                    drop(guard);
+                    self.bad_syscall(frame, format_args!("irq_ack: {e}"))
+                }
+            },
         }
     }
 

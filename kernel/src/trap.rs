@@ -10,7 +10,9 @@ use log::warn;
 use crate::arch::x86_64::idt::{self, TrapFrame};
 use crate::arch::x86_64::lapic;
 use crate::arch::x86_64::syscall::SYSCALL_VECTOR;
+use crate::devices::DEVICES;
 use crate::tasks::KERNEL;
+use kernel::dev::msix::{FIRST_VECTOR, LAST_VECTOR};
 
 #[unsafe(no_mangle)]
 extern "C" fn trap_entry(frame: &mut TrapFrame) {
@@ -27,6 +29,14 @@ extern "C" fn trap_entry(frame: &mut TrapFrame) {
         v if v == u64::from(crate::gateway::UPCALL_VECTOR) => {
             crate::gateway::upcall();
             lapic::eoi();
+        }
+        v if (u64::from(FIRST_VECTOR)..=u64::from(LAST_VECTOR)).contains(&v) => {
+            // The source is masked before the bit is posted; the task's ack unmasks it.
+            let target = DEVICES.lock().as_mut().and_then(|d| d.interrupt(v as u8));
+            lapic::eoi();
+            if let Some((task, bit)) = target {
+                with_kernel(|k| k.post(task, 1 << bit));
+            }
         }
         v => {
             warn!("unexpected interrupt vector {v}");

@@ -80,18 +80,31 @@ pub fn artefacts() -> &'static Artefacts {
 /// Builds the image of test system `tests/systems/<name>.toml` once per test process, into
 /// `target/nc2dd-systems/<name>/`.
 pub fn system_artefacts(name: &str) -> Artefacts {
-    static BUILT: Mutex<BTreeMap<String, Artefacts>> = Mutex::new(BTreeMap::new());
+    system_artefacts_with(name, None)
+}
+
+/// As [`system_artefacts`], with a default kernel command line packed into the boot module
+/// (into `target/nc2dd-systems/<name>-cmdline/`).
+pub fn system_artefacts_with(name: &str, cmdline: Option<&str>) -> Artefacts {
+    static BUILT: Mutex<BTreeMap<(String, Option<String>), Artefacts>> =
+        Mutex::new(BTreeMap::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     built
-        .entry(name.to_string())
+        .entry((name.to_string(), cmdline.map(String::from)))
         .or_insert_with(|| {
             let root = assemble::workspace_root();
+            let dir = if cmdline.is_some() {
+                format!("{name}-cmdline")
+            } else {
+                name.to_string()
+            };
             let opts = Options {
-                out_dir: root.join("target").join("nc2dd-systems").join(name),
+                out_dir: root.join("target").join("nc2dd-systems").join(dir),
                 system: root
                     .join("tests")
                     .join("systems")
                     .join(format!("{name}.toml")),
+                cmdline: cmdline.map(String::from),
                 ..Options::default()
             };
             assemble::build(&opts).unwrap_or_else(|e| panic!("image build of {name} failed: {e}"))

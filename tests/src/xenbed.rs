@@ -250,6 +250,8 @@ pub enum Netdev {
     UserRestricted,
     /// A QEMU `socket` netdev, e.g. `listen=127.0.0.1:5555` or `udp=127.0.0.1:5556,localaddr=127.0.0.1:5555`.
     Socket(String),
+    /// A whole `-netdev` argument with `id=n0` in it (e.g. `NetPeer::netdev("n0")`'s `dgram`).
+    Spec(String),
 }
 
 /// One bed run.
@@ -859,6 +861,7 @@ fn qemu_args(files: &BedFiles, initrd: &Path, cfg: &BedConfig) -> Result<Vec<Str
     let netdev = match &cfg.netdev {
         Netdev::UserRestricted => "user,id=n0,restrict=on".to_string(),
         Netdev::Socket(spec) => format!("socket,id=n0,{spec}"),
+        Netdev::Spec(spec) => spec.clone(),
     };
     let mut xen_cmdline =
         "console=com1 com1=115200,8n1 dom0_mem=512M noreboot guest_loglvl=all iommu=1".to_string();

@@ -101,6 +101,11 @@ pub fn set_timer(ms: u64) {
     raw(SYS_SET_TIMER, ms, 0);
 }
 
+/// Nanoseconds of the kernel's monotonic clock (0 if it has none).
+pub fn now_ns() -> u64 {
+    raw(SYS_NOW_NS, 0, 0)
+}
+
 /// Milliseconds since the kernel started its clock.
 pub fn uptime_ms() -> u64 {
     raw(SYS_UPTIME, 0, 0)

@@ -135,16 +135,13 @@ const START_INFO_V1_LEN: usize = 56;
 const MODULE_ENTRY_LEN: usize = 32;
 const MEMMAP_ENTRY_LEN: usize = 24;
 
+// Reads from the fixed-size local copies above: always in bounds.
 fn u32_at(b: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[off..off + 4]);
-    u32::from_le_bytes(a)
+    nc2dd_abi::le::u32_at(b, off).unwrap_or(0)
 }
 
 fn u64_at(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
+    nc2dd_abi::le::u64_at(b, off).unwrap_or(0)
 }
 
 impl StartInfo {

@@ -8,9 +8,8 @@
 
 use alloc::vec::Vec;
 
-const PT_LOAD: u32 = 1;
-const PF_X: u32 = 1;
-const PF_W: u32 = 2;
+use nc2dd_abi::elf::{self as headers, PF_W, PF_X, PT_LOAD};
+
 pub const PAGE: u64 = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,47 +79,22 @@ pub struct LoadPlan {
     pub segments: Vec<Segment>,
 }
 
-fn u16_at(b: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
-}
-fn u32_at(b: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
-}
-fn u64_at(b: &[u8], o: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
-}
-
 /// Checks `elf` and plans its load into `[window_start, window_end)`.
 pub fn plan(elf: &[u8], window_start: u64, window_end: u64) -> Result<LoadPlan, ElfError> {
-    if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
+    let file = headers::parse(elf).map_err(|e| match e {
+        headers::ElfError::NotElf64 => ElfError::NotElf64,
+        headers::ElfError::Truncated => ElfError::Truncated,
+    })?;
+    // ET_EXEC or ET_DYN (position-independent, linked at its load address).
+    if !matches!(file.file_type, 2 | 3) {
         return Err(ElfError::NotElf64);
     }
-    // ET_EXEC or ET_DYN (position-independent, linked at its load address), EM_X86_64.
-    if !matches!(u16_at(elf, 16), Some(2 | 3)) || u16_at(elf, 18) != Some(62) {
-        return Err(ElfError::NotElf64);
-    }
-    let entry = u64_at(elf, 24).ok_or(ElfError::Truncated)?;
-    let phoff = u64_at(elf, 32).ok_or(ElfError::Truncated)? as usize;
-    let phentsize = u16_at(elf, 54).ok_or(ElfError::Truncated)? as usize;
-    let phnum = u16_at(elf, 56).ok_or(ElfError::Truncated)? as usize;
-    if phentsize < 56 {
-        return Err(ElfError::Truncated);
-    }
+    let entry = file.entry;
     let mut segments: Vec<Segment> = Vec::new();
-    for i in 0..phnum {
-        let o = phoff
-            .checked_add(i * phentsize)
-            .ok_or(ElfError::Truncated)?;
-        let kind = u32_at(elf, o).ok_or(ElfError::Truncated)?;
-        if kind != PT_LOAD {
-            continue;
-        }
+    for ph in file.program_headers.iter().filter(|p| p.kind == PT_LOAD) {
+        let (flags, offset, vaddr, filesz, memsz) =
+            (ph.flags, ph.offset, ph.vaddr, ph.filesz, ph.memsz);
         let index = segments.len();
-        let flags = u32_at(elf, o + 4).ok_or(ElfError::Truncated)?;
-        let offset = u64_at(elf, o + 8).ok_or(ElfError::Truncated)?;
-        let vaddr = u64_at(elf, o + 16).ok_or(ElfError::Truncated)?;
-        let filesz = u64_at(elf, o + 32).ok_or(ElfError::Truncated)?;
-        let memsz = u64_at(elf, o + 40).ok_or(ElfError::Truncated)?;
         if memsz == 0 {
             continue;
         }
@@ -181,7 +155,7 @@ pub fn plan(elf: &[u8], window_start: u64, window_end: u64) -> Result<LoadPlan, 
 mod tests {
     use super::*;
 
-    const PF_R: u32 = 4;
+    use nc2dd_abi::elf::PF_R;
 
     const LO: u64 = 0x4000_0000_0000;
     const HI: u64 = 0x4080_0000_0000;

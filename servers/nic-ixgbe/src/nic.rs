@@ -25,6 +25,14 @@ pub enum Chip {
 }
 
 impl Chip {
+    /// The chip's error bits in the RX write-back (they differ, see `desc`).
+    pub fn rx_errors(self) -> crate::desc::RxErrorBits {
+        match self {
+            Chip::X82599 => crate::desc::RX_ERRORS_82599,
+            Chip::I82576 => crate::desc::RX_ERRORS_82576,
+        }
+    }
+
     pub fn max_pools(self) -> u8 {
         match self {
             Chip::X82599 => ixgbe::MAX_POOLS,
@@ -219,7 +227,12 @@ impl<R: RegisterAccess, D: Dma, T: Delay> Nic<R, D, T> {
             let rx_mem = self.dma.alloc(self.cfg.rx_ring as usize * 16)?;
             let tx_mem = self.dma.alloc(self.cfg.tx_ring as usize * 16)?;
             self.slots[slot].rings = Some((
-                RxRing::new(rx_mem, self.cfg.rx_ring as usize, rdt),
+                RxRing::new(
+                    rx_mem,
+                    self.cfg.rx_ring as usize,
+                    rdt,
+                    self.cfg.chip.rx_errors(),
+                ),
                 TxRing::new(tx_mem, self.cfg.tx_ring as usize, tdt),
             ));
         }

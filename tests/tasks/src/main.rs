@@ -6,6 +6,11 @@
 //!   the stop message.
 //! - `faulter`: in generation 0 misbehaves as `mode=` says (kernel-write, peer-write,
 //!   exec-stack, bad-pointer); once restarted it reports its generation and exits normally.
+//! - `probe`: uses its claimed igb: ids through checked config reads, STATUS through BAR0, DMA
+//!   memory, and two MSI-X interrupts raised through EICS, each received and acknowledged.
+//! - `intruder`: in generation 0 touches what it was not given (mode `same-device`: the igb's
+//!   config space; `other-function`: the host bridge's; `outside-grants`: the probe's BAR window
+//!   address), then, restarted, exits normally.
 //!
 //! The channel holds two mailboxes: ping's message at offset 0, pong's reply at offset 2048.
 //! Both sides touch it only with volatile accesses: the other task writes it concurrently.
@@ -174,9 +179,108 @@ fn faulter() {
     panic!("misbehaviour {mode} was not stopped by the kernel");
 }
 
+/// igb registers the probe uses (82576 datasheet; QEMU's igb model implements them).
+const STATUS: usize = 0x0008;
+const GPIE: usize = 0x1514;
+const EICS: usize = 0x1520;
+const EIMS: usize = 0x1524;
+const EIAC: usize = 0x152c;
+const GPIE_MSIX_MODE_PBA_EIAME_NSICR: u32 = (1 << 4) | (1 << 31) | (1 << 30) | 1;
+
+fn reg(base: u64, off: usize) -> *mut u32 {
+    (base + off as u64) as *mut u32
+}
+
+fn probe() {
+    let me = userland::info();
+    let dev = me.devices().first().expect("probe claims a device");
+    assert!(dev.present == 1, "the igb was not bound to the probe");
+    let vendor = syscall::dev_config_read(dev.bdf, 0, 2);
+    let device = syscall::dev_config_read(dev.bdf, 2, 2);
+    info!("config space: vendor {vendor:#06x} device {device:#06x}");
+    assert_eq!((vendor, device), (0x8086, 0x10c9));
+    let bar0 = dev.bars[0];
+    assert!(bar0.vaddr != 0 && bar0.size >= 0x2_0000, "BAR0 not mapped");
+    // SAFETY: BAR0 is mapped uncached at `vaddr` for `size` bytes by the kernel.
+    let status = unsafe { core::ptr::read_volatile(reg(bar0.vaddr, STATUS)) };
+    info!(
+        "BAR0 at {:#x} ({} KiB): STATUS {status:#010x}",
+        bar0.vaddr,
+        bar0.size / 1024
+    );
+    let (dma, bus) = syscall::dma_alloc(8192).expect("DMA memory within budget");
+    // SAFETY: the kernel mapped 8 KiB of zeroed DMA memory at `dma`.
+    unsafe {
+        assert_eq!(
+            core::ptr::read_volatile(dma.cast::<u64>()),
+            0,
+            "DMA memory not zeroed"
+        );
+        core::ptr::write_volatile(dma.cast::<u64>(), 0x5a5a_0001);
+        assert_eq!(core::ptr::read_volatile(dma.cast::<u64>()), 0x5a5a_0001);
+    }
+    info!("DMA: 8192 bytes at {:#x}, bus address {bus:#x}", dma as u64);
+    assert!(
+        syscall::dma_alloc(1 << 20).is_none(),
+        "DMA past the budget must be refused"
+    );
+    let bit = dev.vector_bits[0];
+    // SAFETY: igb interrupt registers inside the mapped BAR0.
+    unsafe {
+        core::ptr::write_volatile(reg(bar0.vaddr, GPIE), GPIE_MSIX_MODE_PBA_EIAME_NSICR);
+        // Auto-clear the cause on delivery, so the next EICS write is a new cause.
+        core::ptr::write_volatile(reg(bar0.vaddr, EIAC), 1);
+        core::ptr::write_volatile(reg(bar0.vaddr, EIMS), 1);
+    }
+    for round in 1..=2 {
+        // SAFETY: as above; EICS bit 0 raises MSI-X vector 0.
+        unsafe { core::ptr::write_volatile(reg(bar0.vaddr, EICS), 1) };
+        let got = syscall::wait(1 << bit);
+        info!("MSI-X vector 0 interrupt {round} received on bit {bit} ({got:#x})");
+        syscall::irq_ack(0, 0);
+        // SAFETY: re-enable the cause (EIAME auto-masks it on delivery).
+        unsafe { core::ptr::write_volatile(reg(bar0.vaddr, EIMS), 1) };
+    }
+    info!("device checks passed");
+}
+
+fn intruder() {
+    let me = userland::info();
+    if me.generation > 0 {
+        info!(
+            "generation {} running normally after restart",
+            me.generation
+        );
+        return;
+    }
+    let mode = me.arg("mode").unwrap_or("none");
+    info!("generation 0 misbehaving: {mode}");
+    let igb = nc2dd_abi::syscall::pack_bdf(0, 0, 4, 0);
+    match mode {
+        "same-device" => {
+            let v = syscall::dev_config_read(igb, 0, 4);
+            info!("read {v:#x} from a device it does not own");
+        }
+        "other-function" => {
+            let v = syscall::dev_config_read(nc2dd_abi::syscall::pack_bdf(0, 0, 0, 0), 0, 4);
+            info!("read {v:#x} from the host bridge");
+        }
+        "outside-grants" => {
+            let at = nc2dd_abi::layout::bar_address(0, 0) as *const u32;
+            // SAFETY: deliberately faults: nothing is mapped here for this task.
+            let v = unsafe { core::ptr::read_volatile(at) };
+            info!("read {v:#x} from a BAR window it was not given");
+        }
+        other => panic!("unknown intruder mode {other:?}"),
+    }
+    panic!("misbehaviour {mode} was not stopped by the kernel");
+}
+
 fn run() {
     let name = userland::info().name();
     match name {
+        "probe" => probe(),
+        "intruder" => intruder(),
         "ping" => pinger(1_000_000),
         "bystander-a" => pinger(100_000),
         "pong" | "bystander-b" => ponger(),

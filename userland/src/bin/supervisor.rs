@@ -1,7 +1,9 @@
 //! The supervisor: task 0, highest priority. It sleeps until the kernel reports that a task
-//! stopped, logs a readable report, and restarts faulted tasks from their images with back-off;
-//! a task that exits normally stays stopped. When every other task has exited normally (a test or
-//! demo system that has finished its work) it asks the kernel to shut the system down.
+//! stopped, logs a readable report, and restarts failed tasks from their images with back-off.
+//! Only an exit with status 0 is normal: that task stays stopped. A fault, a panic or an exit with
+//! any other status is a failure, reported (with the status) and restarted like a fault. When
+//! every other task has exited normally (a test or demo system that has finished its work) it
+//! asks the kernel to shut the system down.
 //!
 //! Back-off: a task that faults again within `STABLE_MS` of its last restart waits twice as long
 //! as the previous time before the next one (from `FIRST_DELAY_MS` up to `MAX_DELAY_MS`), so a
@@ -58,6 +60,10 @@ fn describe(r: &TaskReport) {
             r.message(),
             r.rip
         ),
+        Some(StopKind::Exit) => error!(
+            "task {} generation {} failed: exited with status {}",
+            r.index, r.generation, r.code
+        ),
         Some(StopKind::Panic) => {
             error!(
                 "task {} generation {} panicked: {}",
@@ -71,7 +77,8 @@ fn describe(r: &TaskReport) {
             r.index, r.generation, r.kind
         ),
     }
-    if kind != Some(StopKind::Panic) {
+    // A panic or an exit says why itself; registers only help with CPU and system-call faults.
+    if !matches!(kind, Some(StopKind::Panic | StopKind::Exit)) {
         for (i, chunk) in REG_NAMES.chunks(5).enumerate() {
             let v = &r.regs[i * 5..i * 5 + chunk.len()];
             error!(
@@ -110,8 +117,8 @@ fn supervise() {
             let Some(r) = syscall::task_report(i) else {
                 continue;
             };
-            if r.kind == StopKind::Exit as u32 {
-                info!("task {} exited with status {}", i, r.code);
+            if r.kind == StopKind::Exit as u32 && r.code == 0 {
+                info!("task {} exited with status 0", i);
                 w.exited = true;
                 continue;
             }

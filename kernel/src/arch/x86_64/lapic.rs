@@ -30,8 +30,8 @@ fn read(reg: u64) -> u32 {
     unsafe { core::ptr::read_volatile((LAPIC_BASE + reg) as *const u32) }
 }
 
-/// LAPIC timer counts (divide by 16) in 10 ms, measured with PIT channel 2.
-fn calibrate_with_pit() -> u32 {
+/// LAPIC timer counts (divide by 16) and TSC ticks in 10 ms, measured with PIT channel 2.
+fn calibrate_with_pit() -> (u32, u64) {
     // SAFETY: PIT and port 0x61 accesses have no memory effects.
     unsafe {
         let mut p61 = Port::<u8>::new(0x61);
@@ -42,19 +42,22 @@ fn calibrate_with_pit() -> u32 {
         Port::<u8>::new(0x42).write(count as u8);
         Port::<u8>::new(0x42).write((count >> 8) as u8);
         write(TIMER_INIT, u32::MAX);
+        let tsc0 = core::arch::x86_64::_rdtsc();
         let mut spins = 0u64;
         while p61.read() & 0x20 == 0 && spins < 100_000_000 {
             spins += 1;
         }
         let elapsed = u32::MAX - read(TIMER_CURRENT);
+        let tsc = core::arch::x86_64::_rdtsc() - tsc0;
         write(TIMER_INIT, 0);
         p61.write(gate);
-        elapsed
+        (elapsed, tsc)
     }
 }
 
-/// Enables the APIC and starts the periodic tick; returns the counts per tick.
-pub fn init(xen: bool) -> u32 {
+/// Enables the APIC and starts the periodic tick; returns the counts per tick and the TSC
+/// frequency the PIT measurement implies (0 where there is no PIT).
+pub fn init(xen: bool) -> (u32, u64) {
     // SAFETY: masks the legacy PICs so only the APIC delivers interrupts (absent under PVH:
     // writes to missing ports are ignored).
     unsafe {
@@ -63,15 +66,20 @@ pub fn init(xen: bool) -> u32 {
     }
     write(SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
     write(TIMER_DIVIDE, 0x3);
-    let per_10ms = if xen {
-        100_000_000 / 16 / 100
+    let (per_10ms, tsc_10ms) = if xen {
+        (100_000_000 / 16 / 100, 0)
     } else {
         calibrate_with_pit()
     };
     let per_tick = (per_10ms / 10).max(1000) * TICK_MS as u32;
     write(LVT_TIMER, (1 << 17) | u32::from(TIMER_VECTOR));
     write(TIMER_INIT, per_tick);
-    per_tick
+    (per_tick, tsc_10ms * 100)
+}
+
+/// This CPU's local APIC id (where device interrupts are sent).
+pub fn id() -> u8 {
+    (read(0x20) >> 24) as u8
 }
 
 pub fn eoi() {

@@ -87,6 +87,18 @@ pub mod i {
     pub const MDIC: u32 = 0x20;
     pub const ICR: u32 = 0xC0;
     pub const ICR_LSC: u32 = 1 << 2;
+    pub const IMS: u32 = 0xD0;
+    pub const IMC: u32 = 0xD8;
+    /// RX checksum offload control; QEMU resets it to IPOFLD | TUOFLD.
+    pub const RXCSUM: u32 = 0x5000;
+    pub const RXCSUM_TUOFLD: u32 = 1 << 9;
+    pub const RXCSUM_RESET: u32 = (1 << 8) | RXCSUM_TUOFLD;
+    /// Write-back status: UDP checksum checked (UDPCS), TCP/UDP checksum checked (L4CS).
+    pub const RXD_UDPCS: u32 = 1 << 4;
+    pub const RXD_L4CS: u32 = 1 << 5;
+    /// Write-back errors: TCP/UDP checksum wrong (TCPE), MAC receive error (RXE).
+    pub const RXD_TCPE: u32 = 1 << 29;
+    pub const RXD_RXE: u32 = 1 << 31;
     pub const RCTL: u32 = 0x100;
     pub const RCTL_EN: u32 = 1 << 1;
     pub const TCTL: u32 = 0x400;

@@ -63,7 +63,9 @@ pub struct State {
     vec_pending: u64,
     eiam: u64,
     eiac: u64,
+    /// 82599: the EICR bits 16..31; 82576: ICR.
     other_cause: u32,
+    /// 82599: the EIMS bits 16..31; 82576: IMS (only ICR & IMS reaches the "other" vector).
     other_mask: u32,
     pub fired: Vec<u32>,
     pub violations: Vec<String>,
@@ -178,6 +180,7 @@ impl State {
                 self.w(i::rxq(0) + map::RXDCTL, map::QUEUE_ENABLE);
                 self.w(i::txq(0) + map::TXDCTL, map::QUEUE_ENABLE);
                 self.w(i::VFRE, 0xFF);
+                self.w(i::RXCSUM, i::RXCSUM_RESET);
                 self.w(i::VFTE, 0xFF);
                 for p in 0..i::POOLS {
                     self.w(i::VMOLR + 4 * p, 0x2600 | (1 << 31));
@@ -392,6 +395,7 @@ impl State {
                 v
             }
             (Chip::I82576, i::ICR) => std::mem::take(&mut self.other_cause),
+            (Chip::I82576, i::IMS) => self.other_mask,
             (Chip::I82576, i::EIMS) => self.vec_mask as u32,
             _ => self.r(off),
         }
@@ -494,6 +498,13 @@ impl State {
                 }
             }
             (Chip::I82576, i::ICR) => self.other_cause &= !v,
+            // QEMU: unmasking a pending cause raises it now.
+            (Chip::I82576, i::IMS) => {
+                let before = self.other_cause & self.other_mask;
+                self.other_mask |= v;
+                self.raise_icr(before);
+            }
+            (Chip::I82576, i::IMC) => self.other_mask &= !v,
             (Chip::X82599, x::EICS) | (Chip::I82576, i::EICS) => {
                 let bits = u64::from(v & self.cause_vector_bits());
                 self.vec_pending |= bits;
@@ -663,12 +674,21 @@ impl State {
                 }
             }
             Chip::I82576 => {
+                let before = self.other_cause & self.other_mask;
                 self.other_cause |= i::ICR_LSC;
-                let e = (self.r(i::IVAR_MISC) >> 8) & 0xFF;
-                if self.msix() && e & map::IVAR_VALID != 0 {
-                    self.assert_causes(1 << (e & 0x1F));
-                }
+                self.raise_icr(before);
             }
+        }
+    }
+
+    /// 82576 (QEMU's igb_raise_interrupts): in MSI-X mode, ICR causes that are enabled in IMS
+    /// and were not already raised (`before` = ICR & IMS earlier) set the EICR bit of the
+    /// IVAR_MISC "other" vector. A cause masked in IMS stays in ICR and raises nothing.
+    fn raise_icr(&mut self, before: u32) {
+        let raised = self.other_cause & self.other_mask & !before;
+        let e = (self.r(i::IVAR_MISC) >> 8) & 0xFF;
+        if raised != 0 && self.msix() && e & map::IVAR_VALID != 0 {
+            self.assert_causes(1 << (e & 0x1F));
         }
     }
 
@@ -718,6 +738,20 @@ impl State {
     }
 
     // ---------------------------------------------------------------- receive
+
+    /// 82576 with RXCSUM.TUOFLD (QEMU's reset value): an IPv4 UDP frame's checksum is checked
+    /// and reported as UDPCS | L4CS, plus TCPE when it is wrong; the frame is still written.
+    /// (The 82599 variant does not model checksum offload.)
+    fn rx_checksum_status(&self, frame: &[u8]) -> u32 {
+        if self.chip != Chip::I82576 || self.r(i::RXCSUM) & i::RXCSUM_TUOFLD == 0 {
+            return 0;
+        }
+        match udp_checksum_ok(frame) {
+            Some(true) => i::RXD_UDPCS | i::RXD_L4CS,
+            Some(false) => i::RXD_UDPCS | i::RXD_L4CS | i::RXD_TCPE,
+            None => 0,
+        }
+    }
 
     pub fn inject(&mut self, frame: &[u8]) {
         let rx_enabled = match self.chip {
@@ -942,9 +976,16 @@ impl State {
         }
         // Write-back: everything else first, the status word with DD last.
         let (status, len) = if written {
-            (map::RXD_DD | map::RXD_EOP, frame.len() as u16)
+            (
+                map::RXD_DD | map::RXD_EOP | self.rx_checksum_status(frame),
+                frame.len() as u16,
+            )
         } else {
-            (map::RXD_DD | map::RXD_EOP | (1 << 29), 0)
+            let rxe = match self.chip {
+                Chip::X82599 => 1 << 29,
+                Chip::I82576 => i::RXD_RXE,
+            };
+            (map::RXD_DD | map::RXD_EOP | rxe, 0)
         };
         self.mem.write(desc, &0u64.to_le_bytes());
         self.mem.write(desc + 12, &u32::from(len).to_le_bytes());
@@ -1127,4 +1168,37 @@ impl State {
             }),
         }
     }
+}
+
+/// For an unfragmented IPv4 UDP frame with a checksum (non-zero field): whether the UDP
+/// checksum over the pseudo-header, header and data is right; `None` for anything else.
+fn udp_checksum_ok(frame: &[u8]) -> Option<bool> {
+    let be16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    if frame.len() < 14 + 20 + 8 || be16(frame, 12) != 0x0800 {
+        return None;
+    }
+    let ip = &frame[14..];
+    let ihl = usize::from(ip[0] & 0xF) * 4;
+    let total = usize::from(be16(ip, 2));
+    let fragment = be16(ip, 6) & 0x3FFF != 0;
+    if ip[0] >> 4 != 4 || ihl < 20 || total > ip.len() || total < ihl + 8 || ip[9] != 17 || fragment
+    {
+        return None;
+    }
+    let udp = &ip[ihl..total];
+    if be16(udp, 6) == 0 {
+        return None;
+    }
+    let mut sum: u32 = 0;
+    for pair in ip[12..20].chunks(2) {
+        sum += u32::from(be16(pair, 0));
+    }
+    sum += 17 + udp.len() as u32;
+    for w in udp.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xFFFF {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    Some(sum == 0xFFFF)
 }

@@ -1,5 +1,11 @@
 //! 82576 MSI-X: vector 0 for "other" causes, vectors 1..9 for pools. QEMU ORs EIAC writes in
 //! and treats EIAM oddly, so both are written exactly once, in `setup`.
+//!
+//! The "other" vector fires only for ICR causes enabled in IMS (ICR & IMS, routed through
+//! IVAR_MISC): without IMS.LSC a link change stays silent in ICR, so `setup` enables it. A
+//! message is sent only when a vector's EICR bit newly becomes set, so the "other" vector is
+//! auto-cleared (EIAC) like the queue vectors: otherwise its EICR bit would stay set after the
+//! first link change and swallow every later one. It is not auto-masked (EIAM).
 
 use crate::hw::RegisterAccess;
 use crate::regs::igb::*;
@@ -10,8 +16,9 @@ pub fn setup<R: RegisterAccess>(regs: &R) {
     regs.write32(GPIE, GPIE_MSIX_MODE | GPIE_PBA | GPIE_EIAME | GPIE_NSICR);
     regs.write32(IVAR_MISC, (MISC_VECTOR | IVAR_VALID) << 8);
     let queue_vectors = ((1 << super::MSIX_VECTORS) - 1) & !(1 << MISC_VECTOR);
-    regs.write32(EIAC, queue_vectors);
+    regs.write32(EIAC, queue_vectors | (1 << MISC_VECTOR));
     regs.write32(EIAM, queue_vectors);
+    regs.write32(IMS, ICR_LSC);
     regs.write32(EIMS, 1 << MISC_VECTOR);
 }
 

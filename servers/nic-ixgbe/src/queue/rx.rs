@@ -25,8 +25,11 @@ pub struct RxCompletion {
     pub id: u32,
     /// Bytes of frame written into the buffer.
     pub len: u16,
-    /// False when the NIC flagged an error or the frame did not fit one buffer.
+    /// False when the NIC flagged a receive error or the frame did not fit one buffer.
     pub ok: bool,
+    /// The NIC found a wrong IPv4, TCP or UDP checksum in an otherwise good frame, which is
+    /// delivered as received (`ok` stays true).
+    pub checksum_error: bool,
 }
 
 pub struct RxRing {
@@ -37,11 +40,13 @@ pub struct RxRing {
     tail: usize,
     posted: usize,
     rdt: u32,
+    errors: RxErrorBits,
 }
 
 impl RxRing {
-    /// `ring` must hold `n` descriptors, `n` a power of two; `rdt` is the queue's RDT offset.
-    pub fn new(ring: DmaRegion, n: usize, rdt: u32) -> Self {
+    /// `ring` must hold `n` descriptors, `n` a power of two; `rdt` is the queue's RDT offset;
+    /// `errors` the chip's write-back error bits.
+    pub fn new(ring: DmaRegion, n: usize, rdt: u32, errors: RxErrorBits) -> Self {
         debug_assert!(n.is_power_of_two() && ring.len() >= n * DESC_SIZE);
         Self {
             ring,
@@ -51,6 +56,7 @@ impl RxRing {
             tail: 0,
             posted: 0,
             rdt,
+            errors,
         }
     }
 
@@ -112,11 +118,12 @@ impl RxRing {
             // The rest of the write-back is only valid once DD is seen.
             fence(Ordering::Acquire);
             let len = self.ring.read_u16(off + RX_LENGTH_OFF);
-            let ok = status & RXD_STAT_EOP != 0 && status & RXD_ERR_RXE == 0;
+            let st = self.errors.decode(status);
             out[n] = RxCompletion {
                 id: self.ids[self.head],
-                len: if ok { len } else { 0 },
-                ok,
+                len: if st.usable { len } else { 0 },
+                ok: st.usable,
+                checksum_error: st.checksum_error,
             };
             n += 1;
             self.head = (self.head + 1) & self.mask;

@@ -22,6 +22,8 @@ pub const PHY_BMCR_AUTOEN_RESTART: u32 = (1 << 12) | (1 << 9);
 
 pub const ICR: u32 = 0x000C0;
 pub const ICR_LSC: u32 = 1 << 2;
+/// Which ICR causes interrupt; under MSI-X, ICR & IMS raise the IVAR_MISC "other" vector.
+pub const IMS: u32 = 0x000D0;
 pub const IMC: u32 = 0x000D8;
 pub const GPIE: u32 = 0x01514;
 pub const GPIE_NSICR: u32 = 1 << 0;

@@ -18,6 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::process::{Command, ExitCode};
+use std::time::Instant;
 
 const PATTERN: &[u8] = b"nc2dd grant pattern 0123456789";
 const REPLY: &[u8] = b"nc2dd peer reply";
@@ -168,7 +169,10 @@ fn read_bytes(page: *const u8, off: usize, n: usize) -> Vec<u8> {
 }
 
 /// The second half: our grant and our unbound port, used by nc2dd.
-fn offer(domid: u32, evt: &mut File) -> Result<(), String> {
+fn offer(domid: u32) -> Result<(), String> {
+    // A fresh evtchn handle: nothing queued on the first one can be mistaken for this port's.
+    let mut evt = open("/dev/xen/evtchn")?;
+    let evt = &mut evt;
     let gnt = open("/dev/xen/gntalloc")?;
     let mut alloc = GntallocAllocGref {
         domid: domid as u16,
@@ -218,22 +222,30 @@ fn offer(domid: u32, evt: &mut File) -> Result<(), String> {
         "XENPEER: granted ref {} and unbound port {port} to domain {domid}",
         alloc.gref
     );
-    let fired = wait_event(
-        evt,
-        EVENT_TIMEOUT_MS,
-        "event from nc2dd on the offered port",
-    )?;
-    if fired != port as u32 {
-        return Err(format!("event on port {fired}, expected {port}"));
-    }
-    let mapped = read_bytes(page, MAPPED_WRITE_OFFSET, MAPPED_WRITE.len());
-    let copied = read_bytes(page, COPY_WRITE_OFFSET, COPY_WRITE.len());
-    if mapped != MAPPED_WRITE || copied != COPY_WRITE {
-        return Err(format!(
-            "nc2dd's writes are missing: at {MAPPED_WRITE_OFFSET} {:?}, at {COPY_WRITE_OFFSET} {:?}",
+    // nc2dd notifies after both writes; an event without them is spurious, so wait on.
+    let start = Instant::now();
+    loop {
+        let left = EVENT_TIMEOUT_MS.saturating_sub(start.elapsed().as_millis() as i32);
+        if left <= 0 {
+            return Err(format!(
+                "no event with nc2dd's writes on port {port} in {} s",
+                EVENT_TIMEOUT_MS / 1000
+            ));
+        }
+        let fired = wait_event(evt, left, "event from nc2dd on the offered port")?;
+        if fired != port as u32 {
+            return Err(format!("event on port {fired}, expected {port}"));
+        }
+        let mapped = read_bytes(page, MAPPED_WRITE_OFFSET, MAPPED_WRITE.len());
+        let copied = read_bytes(page, COPY_WRITE_OFFSET, COPY_WRITE.len());
+        if mapped == MAPPED_WRITE && copied == COPY_WRITE {
+            break;
+        }
+        println!(
+            "XENPEER: event on port {port} before nc2dd's writes (at {MAPPED_WRITE_OFFSET} {:?}, at {COPY_WRITE_OFFSET} {:?}); waiting on",
             String::from_utf8_lossy(&mapped),
             String::from_utf8_lossy(&copied)
-        ));
+        );
     }
     println!(
         "XENPEER: nc2dd notified port {port}; its mapped write and grant copy are in our page"
@@ -357,7 +369,8 @@ fn run(domid: u32, gref: u32, port: u32) -> Result<(), String> {
     if unsafe { ioctl(evt.as_raw_fd(), IOCTL_EVTCHN_UNBIND, &raw mut notify) } != 0 {
         return Err(os_err("IOCTL_EVTCHN_UNBIND"));
     }
-    offer(domid, &mut evt)
+    drop(evt);
+    offer(domid)
 }
 
 fn main() -> ExitCode {

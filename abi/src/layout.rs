@@ -135,6 +135,11 @@ pub struct TaskInfo {
     pub args: [u8; MAX_ARGS],
     pub device_count: u32,
     pub devices: [DeviceInfo; MAX_TASK_DEVICES],
+    /// Xen rights: the bit every event channel of the task is posted on (`NO_BIT` without
+    /// rights), and the size of its grant window at `syscall::XEN_GRANT_WINDOW_BASE`.
+    pub xen_event_bit: u8,
+    pub _xen_pad: [u8; 7],
+    pub xen_grant_window: u64,
 }
 
 /// Bytes of command-line arguments a task receives.
@@ -184,6 +189,9 @@ impl TaskInfo {
             args: [0; MAX_ARGS],
             device_count: 0,
             devices: [DeviceInfo::empty(); MAX_TASK_DEVICES],
+            xen_event_bit: NO_BIT,
+            _xen_pad: [0; 7],
+            xen_grant_window: 0,
         }
     }
 

@@ -153,3 +153,109 @@ impl TaskReport {
         core::str::from_utf8(&self.message[..n]).unwrap_or("<not UTF-8>")
     }
 }
+
+// ---- The Xen gateway (numbers 32..=47) ----
+//
+// Only tasks with Xen rights in the system table (`Task.xen`) may make these calls; from any
+// other task they are malformed. A call the hypervisor refuses, or any call when nc2dd does not
+// run on Xen, returns a negative errno (as `i64`, see [`xen_result`]); [`XEN_ENODEV`] means "no
+// hypervisor". Naming a port, grant or window page the caller does not own, a pointer outside its
+// memory, or an oversized batch is malformed and faults the caller.
+//
+// Every event channel a task binds (including the xenstore port) is delivered on the task's one
+// Xen event bit: after it fires the task re-examines all its rings.
+
+/// First and last gateway numbers.
+pub const SYS_XEN_FIRST: u64 = 32;
+pub const SYS_XEN_LAST: u64 = 47;
+/// `xen_store_attach() -> vaddr` (port in `rdx`): maps the xenstore ring page read-write into
+/// the caller at [`XEN_STORE_VA`] and binds the store event channel to it (unmasked). Calling it
+/// again returns the same mapping.
+pub const SYS_XEN_STORE_ATTACH: u64 = 32;
+/// `xen_evtchn_alloc_unbound(remote_domid) -> port`.
+pub const SYS_XEN_EVTCHN_ALLOC_UNBOUND: u64 = 33;
+/// `xen_evtchn_bind_interdomain(remote_domid, remote_port) -> port`.
+pub const SYS_XEN_EVTCHN_BIND_INTERDOMAIN: u64 = 34;
+/// `xen_evtchn_send(port) -> 0`.
+pub const SYS_XEN_EVTCHN_SEND: u64 = 35;
+/// `xen_evtchn_close(port) -> 0`.
+pub const SYS_XEN_EVTCHN_CLOSE: u64 = 36;
+/// `xen_evtchn_unmask(port) -> 0`.
+pub const SYS_XEN_EVTCHN_UNMASK: u64 = 37;
+/// `xen_grant_access(vaddr, domid | readonly << 16) -> gref`: grants `domid` the page of the
+/// caller's own writable memory at page-aligned `vaddr`.
+pub const SYS_XEN_GRANT_ACCESS: u64 = 38;
+/// `xen_grant_end(gref) -> 0`, or `-EBUSY` while the grantee still maps or copies the page (the
+/// grant then stays valid: try again later).
+pub const SYS_XEN_GRANT_END: u64 = 39;
+/// `xen_grant_map(reqs, count, out) -> 0`: maps `count` [`XenMapRequest`]s into the caller's
+/// grant window in one hypercall; `out[i]` (an `i64`) is the page's vaddr, or Xen's negative
+/// `GNTST_*` status for that entry.
+pub const SYS_XEN_GRANT_MAP: u64 = 40;
+/// `xen_grant_unmap(vaddrs, count, out) -> 0`: unmaps window pages (`u64` vaddrs); `out[i]` is
+/// Xen's status (0 = unmapped).
+pub const SYS_XEN_GRANT_UNMAP: u64 = 41;
+/// `xen_grant_copy(segs, count, out) -> 0`: one `GNTTABOP_copy` of `count` [`XenCopySegment`]s;
+/// `out[i]` is Xen's status.
+pub const SYS_XEN_GRANT_COPY: u64 = 42;
+
+/// "No hypervisor": nc2dd does not run on Xen (or Xen bring-up failed).
+pub const XEN_ENODEV: i64 = -19;
+/// "Busy": a grant still in use.
+pub const XEN_EBUSY: i64 = -16;
+/// Entries in one grant batch.
+pub const XEN_MAX_BATCH: u64 = 256;
+/// Where the xenstore ring is mapped (PML4 slot 143).
+pub const XEN_STORE_VA: u64 = 0x4780_0000_0000;
+/// Where the task's grant window starts (PML4 slot 142); it is as large as the system
+/// description's `grant-window`.
+pub const XEN_GRANT_WINDOW_BASE: u64 = 0x4700_0000_0000;
+
+/// A gateway result as `Ok(value)` or `Err(negative errno)`.
+pub const fn xen_result(rax: u64) -> Result<u64, i64> {
+    let v = rax as i64;
+    if v < 0 { Err(v) } else { Ok(rax) }
+}
+
+/// One entry of `SYS_XEN_GRANT_MAP`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct XenMapRequest {
+    pub gref: u32,
+    pub domid: u16,
+    /// 1: map read-only.
+    pub readonly: u16,
+}
+
+/// One side of a grant copy: a grant of another domain, or the caller's own memory (including a
+/// page of its grant window).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct XenCopySide {
+    /// [`XEN_COPY_LOCAL`] or [`XEN_COPY_GRANT`].
+    pub kind: u16,
+    pub domid: u16,
+    pub gref: u32,
+    /// Offset in the granted page (grant side).
+    pub offset: u16,
+    pub _pad: [u16; 3],
+    /// Task address (local side).
+    pub vaddr: u64,
+}
+
+pub const XEN_COPY_LOCAL: u16 = 0;
+pub const XEN_COPY_GRANT: u16 = 1;
+
+/// One entry of `SYS_XEN_GRANT_COPY`; neither side may cross a page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct XenCopySegment {
+    pub src: XenCopySide,
+    pub dst: XenCopySide,
+    pub len: u16,
+    pub _pad: [u16; 3],
+}
+
+const _: () = assert!(core::mem::size_of::<XenMapRequest>() == 8);
+const _: () = assert!(core::mem::size_of::<XenCopySide>() == 24);
+const _: () = assert!(core::mem::size_of::<XenCopySegment>() == 56);

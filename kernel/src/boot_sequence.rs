@@ -109,6 +109,12 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
 
     let si = START_INFO.call_once(|| {
         StartInfo::parse(&phys::IdentityMap, start_info_paddr)
+            .or_else(|e| match e {
+                kernel::boot::start_info::Error::NoMemoryMap if xen => {
+                    crate::gateway::start_info_v0(start_info_paddr)
+                }
+                e => Err(e),
+            })
             .unwrap_or_else(|e| fail(format_args!("{e}")))
     });
     info!(
@@ -317,6 +323,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         info!("  task {i}: {}", t.name);
     }
     *KERNEL.lock() = Some(k);
+    crate::gateway::init(xen, si.memory_map(), command_line);
     let (per_tick, tsc_hz) = lapic::init(xen);
     crate::platform::init_clock(&platform, tsc_hz);
     info!(

@@ -20,6 +20,8 @@ mod boot_sequence;
 #[cfg(target_os = "none")]
 mod devices;
 #[cfg(target_os = "none")]
+mod gateway;
+#[cfg(target_os = "none")]
 mod platform;
 #[cfg(target_os = "none")]
 mod tasks;

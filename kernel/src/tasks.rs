@@ -479,6 +479,7 @@ impl Kernel {
 
     /// Reloads task `i` from its image with the next generation.
     fn restart(&mut self, i: usize) {
+        crate::gateway::task_restarted(i, self.tasks[i].pml4);
         let t = &mut self.tasks[i];
         t.generation = t.generation.wrapping_add(1);
         t.load_image();
@@ -635,6 +636,13 @@ impl Kernel {
             | sys::SYS_DEV_CONFIG_WRITE
             | sys::SYS_DMA_ALLOC
             | sys::SYS_IRQ_ACK => self.device_call(frame),
+            n if crate::gateway::handles(n) => {
+                let rights = self.table.task(cur).and_then(|t| t.xen);
+                let t = &self.tasks[cur];
+                if let Err(why) = crate::gateway::syscall(cur, rights, t.pml4, &t.regions, frame) {
+                    self.bad_syscall(frame, format_args!("{why}"));
+                }
+            }
             n => self.bad_syscall(frame, format_args!("unknown system call {n}")),
         }
     }

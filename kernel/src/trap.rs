@@ -26,6 +26,10 @@ extern "C" fn trap_entry(frame: &mut TrapFrame) {
             with_kernel(|k| k.tick());
         }
         v if v == u64::from(lapic::SPURIOUS_VECTOR) => {}
+        v if v == u64::from(crate::gateway::UPCALL_VECTOR) => {
+            crate::gateway::upcall();
+            lapic::eoi();
+        }
         v if (u64::from(FIRST_VECTOR)..=u64::from(LAST_VECTOR)).contains(&v) => {
             // The source is masked before the bit is posted; the task's ack unmasks it.
             let target = DEVICES.lock().as_mut().and_then(|d| d.interrupt(v as u8));

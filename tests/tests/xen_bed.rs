@@ -2,12 +2,18 @@
 //! that Xen offers HVM, then has dom0 `xl create` the nc2dd kernel as a PVH domU and waits for its
 //! pass marker, which Xen relays from the guest's port 0xE9 as a `(dN) ...` console line.
 //!
+//! A second test runs netback's Xen self-test (xenstore read/write/watch, then grants and event
+//! channels both ways with `xenpeer`, a host-built program run in dom0: nc2dd grants dom0 a page
+//! and offers a port; dom0 grants nc2dd a page, which it maps, writes, copies and unmaps through
+//! the gateway, and offers a port nc2dd binds to).
+//!
 //! Fails, saying what is missing, when QEMU, the bed or the nc2dd ELF is absent. Prints the wall
 //! time of each stage and keeps the serial log in `target/xenbed-logs/<test>.log`.
 
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use nc2dd_tests::xenbed::{self, BedConfig, BedError, Flavour, XenBed};
@@ -274,6 +280,208 @@ fn hvm_guest_gets_the_passed_through_igb() {
             bios.arrived
                 .saturating_duration_since(t_create)
                 .as_secs_f64()
+        ),
+    );
+}
+
+/// Builds the dom0 peer (`tests/xenpeer`) for the host, which the bed's glibc runs, and reads it.
+fn build_xenpeer() -> Vec<u8> {
+    let root = image::assemble::workspace_root();
+    let target = root.join("target").join("xenpeer");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", "xenpeer", "--target-dir"])
+        .arg(&target)
+        .current_dir(&root)
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo to build xenpeer: {e}"));
+    assert!(status.success(), "building xenpeer failed ({status})");
+    let bin = target.join("debug").join("xenpeer");
+    fs::read(&bin).unwrap_or_else(|e| panic!("reading {}: {e}", bin.display()))
+}
+
+/// The value of a `xenstore-read` of one key, from the command's console output (the last line
+/// that is a number: the echoed command and guest lines may surround it).
+fn xenstore_number(bed: &mut XenBed, test: &str, path: &str) -> u32 {
+    let out = bed
+        .run(&format!("xenstore-read {path}"), Duration::from_secs(60))
+        .unwrap_or_else(|e| fail(test, e));
+    out.lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no number in `xenstore-read {path}`:\n{out}"))
+}
+
+#[test]
+fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
+    xen_selftest("nc2dd_xen_selftest", false);
+}
+
+/// The same on 2-level event channels, with netback's generation 0 stopping on purpose while it
+/// holds a grant and a port for dom0: the kernel must release them on restart, and generation 1
+/// passes the whole test.
+#[test]
+fn a_restarted_netback_gets_its_xen_resources_released() {
+    xen_selftest("nc2dd_xen_selftest_restart", true);
+}
+
+fn xen_selftest(test: &'static str, restart: bool) {
+    let args = if restart {
+        "nc2dd.netback.xen-selftest=1 nc2dd.netback.xen-restart=1 nc2dd.xen-evtchn=2l"
+    } else {
+        "nc2dd.netback.xen-selftest=1"
+    };
+    let mut files = vec![
+        ("nc2dd.elf".to_string(), load_elf()),
+        ("xenpeer".to_string(), build_xenpeer()),
+    ];
+    let module = load_module().unwrap_or_else(|| {
+        panic!("the self-test needs the boot module with netback: build it with `cargo run -p image -- build`")
+    });
+    files.push(("nc2dd-modules.bin".to_string(), module));
+    let cfg = XL_PVH_CFG.replace(
+        "cmdline = \"nc2dd.shutdown=allow\"",
+        &format!("cmdline = \"nc2dd.shutdown=allow {args}\""),
+    ) + "ramdisk = \"/nc2dd/nc2dd-modules.bin\"\n";
+    assert!(
+        cfg.contains("xen-selftest=1"),
+        "the xl config has no cmdline line to extend"
+    );
+    files.push(("nc2dd-selftest.cfg".to_string(), cfg.into_bytes()));
+    let mut bed = boot(test, Flavour::Pvh, files);
+    for m in GUEST_FAIL_MARKERS {
+        bed.add_fail_marker(m);
+    }
+    bed.add_fail_marker("xen self-test failed");
+    bed.add_fail_marker("xen gateway: bring-up failed");
+    let dom = bed
+        .xl_create(
+            "/nc2dd/nc2dd-selftest.cfg",
+            "nc2dd",
+            Duration::from_secs(120),
+        )
+        .unwrap_or_else(|e| fail(test, e));
+    let first = bed
+        .wait_for(&dom.console_prefix, Duration::from_secs(120))
+        .unwrap_or_else(|e| fail(test, e));
+    report(
+        test,
+        &format!(
+            "xl create to first nc2dd log line: {:.1} s",
+            first
+                .arrived
+                .saturating_duration_since(dom.started)
+                .as_secs_f64()
+        ),
+    );
+    let expect = |bed: &mut XenBed, needle: &str| {
+        let m = bed
+            .wait_for(needle, Duration::from_secs(180))
+            .unwrap_or_else(|e| fail(test, e));
+        assert!(
+            m.line.contains(&dom.console_prefix),
+            "{needle:?} came from another console than nc2dd's: {}",
+            m.line
+        );
+        m
+    };
+    let gateway = expect(&mut bed, "xen gateway: Xen 4.");
+    // Xen 4.17 offers FIFO event channels; the restart variant asks for 2-level, so both ABIs
+    // carry the whole exchange.
+    let abi = if restart { "2-level" } else { "FIFO" };
+    expect(
+        &mut bed,
+        &format!("upcall vector 0xf3, {abi} event channels"),
+    );
+    let home = format!("/local/domain/{}", dom.domid);
+    expect(&mut bed, &format!("domain id {}, home {home}", dom.domid));
+    expect(
+        &mut bed,
+        &format!("wrote and read back {home}/data/nc2dd-selftest"),
+    );
+    expect(&mut bed, "(set)");
+    let watched = expect(&mut bed, "(write)");
+    let mut published = expect(&mut bed, "granted a page to dom0 as ref");
+    if restart {
+        expect(&mut bed, "stopping on purpose (generation 0)");
+        expect(
+            &mut bed,
+            "restarted: closed 1 of 1 ports, unmapped 0 window pages, ended 1 of 1 grants",
+        );
+        expect(&mut bed, "task 2 (netback) restarted as generation 1");
+        // Generation 1 runs the self-test from the start on the same xenstore ring.
+        expect(&mut bed, "(write)");
+        published = expect(&mut bed, "granted a page to dom0 as ref");
+    }
+    report(
+        test,
+        &format!(
+            "xenstore stage (gateway up to grant published: domid, write/read back, watch): {:.1} s",
+            published
+                .arrived
+                .saturating_duration_since(gateway.arrived)
+                .as_secs_f64()
+        ),
+    );
+    assert!(watched.arrived <= published.arrived);
+    // dom0 sees what nc2dd wrote.
+    let value = bed
+        .run(
+            &format!("xenstore-read {home}/data/nc2dd-selftest"),
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| fail(test, e));
+    assert!(
+        value.contains(&format!("written by nc2dd domain {}", dom.domid)),
+        "dom0 reads another value:\n{value}"
+    );
+    let gref = xenstore_number(&mut bed, test, &format!("{home}/data/nc2dd-gref"));
+    let port = xenstore_number(&mut bed, test, &format!("{home}/data/nc2dd-port"));
+    // nc2dd's lines during the peer's run land in its output: look for them from here.
+    let before_peer = bed.cursor();
+    let peer = bed
+        .run(
+            &format!("/nc2dd/xenpeer {} {gref} {port}", dom.domid),
+            Duration::from_secs(240),
+        )
+        .unwrap_or_else(|e| fail(test, e));
+    assert!(peer.contains("XENPEER_OK"), "the dom0 peer failed:\n{peer}");
+    assert!(
+        peer.contains("its mapped write and grant copy are in our page"),
+        "the dom0 peer did not check nc2dd's map and copy:\n{peer}"
+    );
+    bed.rewind(before_peer);
+    expect(
+        &mut bed,
+        "peer replied \"nc2dd peer reply\" and notified us",
+    );
+    expect(&mut bed, "grant ended and port closed");
+    expect(&mut bed, ": pattern found, wrote through the mapping");
+    expect(&mut bed, "with one batched copy; unmapped");
+    expect(&mut bed, "and notified it");
+    let passed = expect(&mut bed, "xen self-test passed");
+    report(
+        test,
+        &format!(
+            "grant/event exchange both ways (grant published to self-test passed, peer included): {:.1} s",
+            passed
+                .arrived
+                .saturating_duration_since(published.arrived)
+                .as_secs_f64()
+        ),
+    );
+    let pass = bed
+        .wait_for(PASS, Duration::from_secs(120))
+        .unwrap_or_else(|e| fail(test, e));
+    assert!(pass.line.contains(&dom.console_prefix));
+    report(
+        test,
+        &format!(
+            "xl create to {PASS}: {:.1} s; whole bed run {:.1} s",
+            pass.arrived
+                .saturating_duration_since(dom.started)
+                .as_secs_f64(),
+            bed.elapsed().as_secs_f64()
         ),
     );
 }

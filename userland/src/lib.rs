@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod syscall;
+pub mod xen;
 pub mod xenstore;
 
 pub use nc2dd_abi::layout::TaskInfo;

@@ -138,3 +138,100 @@ pub fn dma_alloc(len: usize) -> Option<(*mut u8, u64)> {
 pub fn irq_ack(device: usize, vector: usize) {
     raw(SYS_IRQ_ACK, device as u64, vector as u64);
 }
+
+// ---- The Xen gateway (tasks with Xen rights only; see `nc2dd_abi::syscall`) ----
+// Each returns `Err(negative errno)` when Xen refuses, or `Err(XEN_ENODEV)` without Xen.
+
+/// Maps the xenstore ring into this task: `(ring address, store event channel port)`.
+pub fn xen_store_attach() -> Result<(*mut u8, u32), i64> {
+    let (va, port) = raw3(SYS_XEN_STORE_ATTACH, 0, 0, 0);
+    xen_result(va).map(|va| (va as *mut u8, port as u32))
+}
+
+/// An unbound port that domain `remote` may bind to.
+pub fn xen_evtchn_alloc_unbound(remote: u16) -> Result<u32, i64> {
+    xen_result(raw(SYS_XEN_EVTCHN_ALLOC_UNBOUND, u64::from(remote), 0)).map(|p| p as u32)
+}
+
+/// Binds to port `remote_port` of domain `remote`; returns our end.
+pub fn xen_evtchn_bind_interdomain(remote: u16, remote_port: u32) -> Result<u32, i64> {
+    xen_result(raw(
+        SYS_XEN_EVTCHN_BIND_INTERDOMAIN,
+        u64::from(remote),
+        u64::from(remote_port),
+    ))
+    .map(|p| p as u32)
+}
+
+pub fn xen_evtchn_send(port: u32) -> Result<(), i64> {
+    xen_result(raw(SYS_XEN_EVTCHN_SEND, u64::from(port), 0)).map(|_| ())
+}
+
+pub fn xen_evtchn_close(port: u32) -> Result<(), i64> {
+    xen_result(raw(SYS_XEN_EVTCHN_CLOSE, u64::from(port), 0)).map(|_| ())
+}
+
+pub fn xen_evtchn_unmask(port: u32) -> Result<(), i64> {
+    xen_result(raw(SYS_XEN_EVTCHN_UNMASK, u64::from(port), 0)).map(|_| ())
+}
+
+/// Grants domain `domid` the page of this task's own memory at page-aligned `page`.
+pub fn xen_grant_access(page: *const u8, domid: u16, readonly: bool) -> Result<u32, i64> {
+    let arg = u64::from(domid) | (u64::from(readonly) << 16);
+    xen_result(raw(SYS_XEN_GRANT_ACCESS, page as u64, arg)).map(|r| r as u32)
+}
+
+/// Revokes grant `gref`; `Err(XEN_EBUSY)` while the grantee still uses it.
+pub fn xen_grant_end(gref: u32) -> Result<(), i64> {
+    xen_result(raw(SYS_XEN_GRANT_END, u64::from(gref), 0)).map(|_| ())
+}
+
+/// Maps a batch of foreign grants into the grant window; `out[i]` is the page's address or
+/// Xen's negative status for `reqs[i]`. `out` must be as long as `reqs`.
+pub fn xen_grant_map(reqs: &[XenMapRequest], out: &mut [i64]) -> Result<(), i64> {
+    assert_eq!(reqs.len(), out.len(), "xen_grant_map: result slice length");
+    xen_result(
+        raw3(
+            SYS_XEN_GRANT_MAP,
+            reqs.as_ptr() as u64,
+            reqs.len() as u64,
+            out.as_mut_ptr() as u64,
+        )
+        .0,
+    )
+    .map(|_| ())
+}
+
+/// Unmaps grant window pages; `out[i]` is Xen's status for `vaddrs[i]` (0 = unmapped).
+pub fn xen_grant_unmap(vaddrs: &[u64], out: &mut [i64]) -> Result<(), i64> {
+    assert_eq!(
+        vaddrs.len(),
+        out.len(),
+        "xen_grant_unmap: result slice length"
+    );
+    xen_result(
+        raw3(
+            SYS_XEN_GRANT_UNMAP,
+            vaddrs.as_ptr() as u64,
+            vaddrs.len() as u64,
+            out.as_mut_ptr() as u64,
+        )
+        .0,
+    )
+    .map(|_| ())
+}
+
+/// One batched grant copy; `out[i]` is Xen's status for `segs[i]`.
+pub fn xen_grant_copy(segs: &[XenCopySegment], out: &mut [i64]) -> Result<(), i64> {
+    assert_eq!(segs.len(), out.len(), "xen_grant_copy: result slice length");
+    xen_result(
+        raw3(
+            SYS_XEN_GRANT_COPY,
+            segs.as_ptr() as u64,
+            segs.len() as u64,
+            out.as_mut_ptr() as u64,
+        )
+        .0,
+    )
+    .map(|_| ())
+}

@@ -49,8 +49,8 @@ impl core::fmt::Display for Error {
             ),
             Error::NoMemoryMap => write!(
                 f,
-                "start info version 0 carries no memory map; this loader needs the \
-                 XENMEM_memory_map hypercall path, which the kernel does not have yet"
+                "start info version 0 carries no memory map, and XENMEM_memory_map \
+                 (the fallback under Xen) did not provide one"
             ),
             Error::TooManyMemmapEntries(n) => {
                 write!(f, "start info: {n} memory map entries (max {MAX_MEMMAP})")
@@ -147,6 +147,28 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 impl StartInfo {
     /// Reads and validates the start info at `paddr`.
     pub fn parse(mem: &impl PhysRead, paddr: u64) -> Result<Self, Error> {
+        Self::parse_inner(mem, paddr, None)
+    }
+
+    /// Like [`Self::parse`], but a version 0 start info (which has no memory map) takes
+    /// `memory_map` instead: what Xen's `XENMEM_memory_map` reported. A version 1 start info
+    /// keeps its own map.
+    pub fn parse_with_memory_map(
+        mem: &impl PhysRead,
+        paddr: u64,
+        memory_map: &[MemoryRegion],
+    ) -> Result<Self, Error> {
+        if memory_map.len() > MAX_MEMMAP {
+            return Err(Error::TooManyMemmapEntries(memory_map.len() as u32));
+        }
+        Self::parse_inner(mem, paddr, Some(memory_map))
+    }
+
+    fn parse_inner(
+        mem: &impl PhysRead,
+        paddr: u64,
+        fallback: Option<&[MemoryRegion]>,
+    ) -> Result<Self, Error> {
         let mut hdr = [0u8; START_INFO_V1_LEN];
         if !mem.read(paddr, &mut hdr[..START_INFO_V0_LEN]) {
             return Err(Error::Unreadable {
@@ -159,10 +181,10 @@ impl StartInfo {
             return Err(Error::BadMagic(magic));
         }
         let version = u32_at(&hdr, 4);
-        if version == 0 {
+        if version == 0 && fallback.is_none() {
             return Err(Error::NoMemoryMap);
         }
-        if !mem.read(paddr, &mut hdr) {
+        if version != 0 && !mem.read(paddr, &mut hdr) {
             return Err(Error::Unreadable {
                 what: "start info v1 fields",
                 paddr,
@@ -213,6 +235,13 @@ impl StartInfo {
         }
         si.modules_len = nr_modules as usize;
 
+        if version == 0 {
+            let map = fallback.unwrap_or(&[]);
+            si.memmap[..map.len()].copy_from_slice(map);
+            si.memmap_len = map.len();
+            si.memmap_paddr = 0;
+        }
+        // Version 0 ends before the memory map fields (zeroed above), so this reads no entries.
         let entries = u32_at(&hdr, 48);
         if entries as usize > MAX_MEMMAP {
             return Err(Error::TooManyMemmapEntries(entries));
@@ -232,7 +261,9 @@ impl StartInfo {
                 kind: MemoryType::from_raw(u32_at(&e, 16)),
             };
         }
-        si.memmap_len = entries as usize;
+        if version != 0 {
+            si.memmap_len = entries as usize;
+        }
 
         if si.cmdline_paddr != 0 {
             si.cmdline_len = read_c_string(mem, si.cmdline_paddr, &mut si.cmdline)?;
@@ -373,6 +404,38 @@ mod tests {
         let err = StartInfo::parse(&m, BASE).unwrap_err();
         assert_eq!(err, Error::NoMemoryMap);
         assert!(format!("{err}").contains("XENMEM_memory_map"));
+    }
+
+    #[test]
+    fn version_zero_takes_the_hypervisors_memory_map() {
+        let mut m = qemu_like();
+        put32(&mut m, BASE + 4, 0);
+        let map = [
+            MemoryRegion {
+                start: 0,
+                len: 0x400_0000,
+                kind: MemoryType::Ram,
+            },
+            MemoryRegion {
+                start: 0xfeff_8000,
+                len: 0x8000,
+                kind: MemoryType::Reserved,
+            },
+        ];
+        let si = StartInfo::parse_with_memory_map(&m, BASE, &map).unwrap();
+        assert_eq!(si.version, 0);
+        assert_eq!(si.memory_map(), &map);
+        assert_eq!(si.memmap_paddr, 0);
+        assert_eq!(si.modules().len(), 1, "the v0 fields are still read");
+        assert_eq!(si.cmdline(), "console=ttyS0 nc2dd.test=boot");
+        // A version 1 start info keeps its own map.
+        let si = StartInfo::parse_with_memory_map(&qemu_like(), BASE, &map).unwrap();
+        assert_eq!(si.memory_map().len(), 3);
+        let too_many = vec![map[0]; MAX_MEMMAP + 1];
+        assert_eq!(
+            StartInfo::parse_with_memory_map(&m, BASE, &too_many).unwrap_err(),
+            Error::TooManyMemmapEntries(MAX_MEMMAP as u32 + 1)
+        );
     }
 
     #[test]

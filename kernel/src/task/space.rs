@@ -108,6 +108,10 @@ pub fn info(
     info.task_count = table.task_count() as u32;
     info.fault_bit = task.fault_bit.unwrap_or(NO_BIT);
     info.timer_bit = task.timer_bit.unwrap_or(NO_BIT);
+    if let Some(x) = task.xen {
+        info.xen_event_bit = x.event_bit;
+        info.xen_grant_window = x.grant_window;
+    }
     info.heap_base = if task.heap > 0 { HEAP_BASE } else { 0 };
     info.heap_size = task.heap;
     info.stack_top = STACK_TOP;

@@ -67,7 +67,10 @@ impl<'a> SharedInfo2L<'a> {
         self.vcpu_word().load(Ordering::Acquire) & UPCALL_PENDING_MASK != 0
     }
 
-    fn clear_upcall_pending(&self) {
+    /// Clears the vCPU's upcall flag. The 2-level scan does it itself; under FIFO the upcall
+    /// handler clears it before consuming the queues (Xen keeps injecting the callback vector
+    /// while it is set).
+    pub fn clear_upcall_pending(&self) {
         self.vcpu_word()
             .fetch_and(!UPCALL_PENDING_MASK, Ordering::AcqRel);
     }

@@ -541,6 +541,31 @@ impl HypercallPage {
         }
         Ok(Self { base: page_va })
     }
+
+    /// Like [`Self::install`] for a page the kernel keeps read-only and executable (in its text,
+    /// W^X): the page already holds the poison, and Xen writes it through its guest-physical
+    /// address, never through our mapping.
+    ///
+    /// # Safety
+    /// `page_va` must be a 4 KiB-aligned, readable and executable mapping of guest-physical
+    /// `page_pa` filled with [`POISON`], used for nothing else for the rest of the kernel's life.
+    pub unsafe fn install_read_only(
+        page_va: *const u8,
+        page_pa: u64,
+        msr: u32,
+    ) -> Result<Self, Errno> {
+        // SAFETY: writing the hypercall MSR only makes Xen overwrite the page we own.
+        unsafe { x86_64::registers::model_specific::Msr::new(msr).write(page_pa) };
+        let mut head = [0u8; 32];
+        for (i, b) in head.iter_mut().enumerate() {
+            // SAFETY: in bounds of the readable page we own; volatile because Xen wrote it.
+            *b = unsafe { core::ptr::read_volatile(page_va.add(i)) };
+        }
+        if !page_was_written(&head) {
+            return Err(Errno::ENOSYS);
+        }
+        Ok(Self { base: page_va })
+    }
 }
 
 #[cfg(target_os = "none")]

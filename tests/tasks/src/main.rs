@@ -170,6 +170,10 @@ fn faulter() {
             };
             syscall::debug_log(s);
         }
+        // A Xen gateway call from a task without Xen rights.
+        "xen-call" => {
+            let _ = syscall::xen_evtchn_send(1);
+        }
         other => panic!("unknown fault mode {other:?}"),
     }
     panic!("misbehaviour {mode} was not stopped by the kernel");

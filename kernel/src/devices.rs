@@ -93,6 +93,18 @@ pub struct Devices {
     tables: Vec<(Bdf, MsixTable<PhysMmio>)>,
     per_task: Vec<Vec<TaskDevice>>,
     dma: Vec<DmaBudget>,
+    /// Per task: the DMA regions handed out, in order, with where each is mapped in the task.
+    given: Vec<Vec<(DmaRegion, u64)>>,
+    /// Per task: after a restart, the index in `given` of the region to offer again next.
+    reuse: Vec<Option<usize>>,
+}
+
+/// What `dma_alloc` hands out.
+pub enum DmaGrant {
+    /// A region this task held before a restart, zeroed, already mapped at `vaddr`.
+    Reused { vaddr: u64, bus: u64 },
+    /// Fresh memory for the kernel to map (then [`Devices::record`]).
+    New(DmaRegion),
 }
 
 pub static DEVICES: spin::Mutex<Option<Devices>> = spin::Mutex::new(None);
@@ -173,6 +185,8 @@ impl Devices {
             tables: Vec::new(),
             per_task: (0..tasks).map(|_| Vec::new()).collect(),
             dma: table.tasks().map(|t| DmaBudget::new(t.dma)).collect(),
+            given: (0..tasks).map(|_| Vec::new()).collect(),
+            reuse: alloc::vec![None; tasks],
         };
         for task in 0..tasks {
             let Some(t) = table.task(task) else { continue };
@@ -325,8 +339,25 @@ impl Devices {
             .map_err(CallError::Config)
     }
 
-    /// A zeroed DMA region from `task`'s budget (`None` when it cannot be had).
-    pub fn dma_alloc(&mut self, task: usize, len: u64) -> Option<DmaRegion> {
+    /// Zeroed DMA memory for `task` (`None` when its budget cannot cover it).
+    ///
+    /// A restarted driver re-initialises its device and asks for the same buffers again in the
+    /// same order: it gets its previous regions back (the device may still be writing into
+    /// them until the driver resets it, and they never leave the task), so restarts do not
+    /// eat the budget. Once a request no longer matches, memory comes from the budget again.
+    pub fn dma_alloc(&mut self, task: usize, len: u64) -> Option<DmaGrant> {
+        let rounded = len.checked_next_multiple_of(4096)?;
+        if let Some(next) = self.reuse.get(task).copied().flatten() {
+            match self.given[task].get(next) {
+                Some(&(r, vaddr)) if r.len >= rounded => {
+                    self.reuse[task] = Some(next + 1);
+                    // SAFETY: the region is this task's DMA memory, identity-mapped RAM.
+                    unsafe { core::ptr::write_bytes(r.phys as *mut u8, 0, r.len as usize) };
+                    return Some(DmaGrant::Reused { vaddr, bus: r.bus });
+                }
+                _ => self.reuse[task] = None,
+            }
+        }
         let budget = self.dma.get_mut(task)?;
         let mut frames = crate::tasks::FRAMES.lock();
         let frames = frames.as_mut()?;
@@ -336,6 +367,35 @@ impl Devices {
                 unsafe { core::ptr::write_bytes(phys as *mut u8, 0, len as usize) }
             })
             .ok()
+            .map(DmaGrant::New)
+    }
+
+    /// Notes where a new DMA region was mapped in `task`.
+    pub fn record(&mut self, task: usize, region: DmaRegion, vaddr: u64) {
+        if let Some(g) = self.given.get_mut(task) {
+            g.push((region, vaddr));
+        }
+    }
+
+    /// `task` is being restarted: offer its DMA regions again, and re-arm its vectors (one
+    /// posted but never acknowledged before the crash would otherwise stay masked forever).
+    pub fn task_restarted(&mut self, task: usize) {
+        if task >= self.reuse.len() {
+            return;
+        }
+        self.reuse[task] = (!self.given[task].is_empty()).then_some(0);
+        // Two rounds: a vector with an interrupt pending behind its post is reposted by the
+        // first and armed by the second. The reposts are dropped: the new generation starts
+        // with a clean notification word.
+        for _ in 0..2 {
+            let mut actions = Vec::new();
+            self.router.acknowledge(task, u64::MAX, |a| actions.push(a));
+            for a in actions {
+                if let AckAction::Unmask(source) = a {
+                    self.mask(source, false);
+                }
+            }
+        }
     }
 
     /// An interrupt on a device vector: masks its source and says whom to tell.

@@ -480,6 +480,9 @@ impl Kernel {
     /// Reloads task `i` from its image with the next generation.
     fn restart(&mut self, i: usize) {
         crate::gateway::task_restarted(i, self.tasks[i].pml4);
+        if let Some(d) = crate::devices::DEVICES.lock().as_mut() {
+            d.task_restarted(i);
+        }
         let t = &mut self.tasks[i];
         t.generation = t.generation.wrapping_add(1);
         t.load_image();
@@ -672,15 +675,21 @@ impl Kernel {
                 }
             },
             sys::SYS_DMA_ALLOC => {
-                let region = if a0 == 0 || a0 > (1 << 30) {
+                let grant = if a0 == 0 || a0 > (1 << 30) {
                     None
                 } else {
                     devs.dma_alloc(cur, a0)
                 };
-                drop(guard);
-                match region {
-                    Some(r) => {
+                match grant {
+                    Some(crate::devices::DmaGrant::Reused { vaddr, bus }) => {
+                        drop(guard);
+                        frame.rax = vaddr;
+                        frame.rdx = bus;
+                    }
+                    Some(crate::devices::DmaGrant::New(r)) => {
                         let vaddr = nc2dd_abi::layout::DMA_BASE + self.tasks[cur].dma_next;
+                        devs.record(cur, r, vaddr);
+                        drop(guard);
                         for off in (0..r.len).step_by(PAGE as usize) {
                             map_user(
                                 self.tasks[cur].pml4,

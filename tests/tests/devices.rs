@@ -10,6 +10,10 @@ use nc2dd_tests::qemu::{self, Expect, Outcome};
 const DEADLINE: Duration = Duration::from_secs(300);
 
 fn boot(name: &str, cmdline: &str) -> Outcome {
+    boot_expecting(name, cmdline, Expect::pass())
+}
+
+fn boot_expecting(name: &str, cmdline: &str, expect: Expect) -> Outcome {
     let a = qemu::system_artefacts("devices");
     let mut cfg = QemuConfig::new(a.kernel.clone());
     cfg.module = Some(a.module.clone());
@@ -23,7 +27,7 @@ fn boot(name: &str, cmdline: &str) -> Outcome {
     ]
     .map(String::from)
     .to_vec();
-    qemu::run(name, &cfg, DEADLINE, &Expect::pass()).unwrap_or_else(|e| panic!("{e}"))
+    qemu::run(name, &cfg, DEADLINE, &expect).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn has(out: &Outcome, needle: &str) {
@@ -87,4 +91,32 @@ fn a_task_cannot_touch_memory_outside_its_grants() {
         "outside-grants",
         "faulted: CPU exception 14 (page fault (read of a non-present page))",
     );
+}
+
+#[test]
+fn a_restarted_driver_gets_its_dma_memory_back_and_its_interrupts_rearmed() {
+    // The probe's deliberate panic is expected here; faults and failures are not.
+    let mut expect = Expect::pass();
+    expect.fail_on = vec!["NC2DD_FAIL", "NC2DD_FAULT"];
+    let out = boot_expecting(
+        "devices-probe-restart",
+        "nc2dd.probe.crash=1 nc2dd.intruder.mode=same-device",
+        expect,
+    );
+    let bus_of = |generation: u32| {
+        let line = out
+            .line_with(&format!(
+                "probe: generation {generation} holds 48 KiB of DMA at bus address"
+            ))
+            .unwrap_or_else(|| panic!("generation {generation} DMA line missing"));
+        line.rsplit(' ').next().unwrap().to_string()
+    };
+    assert_eq!(
+        bus_of(0),
+        bus_of(1),
+        "the restarted probe did not get its own memory back"
+    );
+    has(&out, "supervisor: task 1 generation 0 panicked");
+    has(&out, "probe: MSI-X vector 0 interrupt 2 received on bit 4");
+    has(&out, "probe: device checks passed");
 }

@@ -191,10 +191,40 @@ fn reg(base: u64, off: usize) -> *mut u32 {
     (base + off as u64) as *mut u32
 }
 
+/// Generation 0 of a probe asked to crash: takes most of its DMA budget, leaves an MSI-X
+/// interrupt unacknowledged, and panics. The restarted probe must get its memory back and its
+/// interrupts working.
+fn crash_holding_resources(dev: &nc2dd_abi::layout::DeviceInfo) -> ! {
+    let (_, bus) = syscall::dma_alloc(48 * 1024).expect("48 KiB of the 64 KiB budget");
+    info!("generation 0 holds 48 KiB of DMA at bus address {bus:#x}");
+    let bar0 = dev.bars[0];
+    // SAFETY: igb interrupt registers inside the mapped BAR0.
+    unsafe {
+        core::ptr::write_volatile(reg(bar0.vaddr, GPIE), GPIE_MSIX_MODE_PBA_EIAME_NSICR);
+        core::ptr::write_volatile(reg(bar0.vaddr, EIAC), 1);
+        core::ptr::write_volatile(reg(bar0.vaddr, EIMS), 1);
+        core::ptr::write_volatile(reg(bar0.vaddr, EICS), 1);
+    }
+    let got = syscall::wait(1 << dev.vector_bits[0]);
+    info!("generation 0 got interrupt bits {got:#x} and crashes without acknowledging them");
+    panic!("deliberate crash holding DMA memory and an unacknowledged interrupt");
+}
+
 fn probe() {
     let me = userland::info();
     let dev = me.devices().first().expect("probe claims a device");
     assert!(dev.present == 1, "the igb was not bound to the probe");
+    if me.arg("crash") == Some("1") {
+        if me.generation == 0 {
+            crash_holding_resources(dev);
+        }
+        let (_, bus) =
+            syscall::dma_alloc(48 * 1024).expect("the restarted probe gets its DMA back");
+        info!(
+            "generation {} holds 48 KiB of DMA at bus address {bus:#x}",
+            me.generation
+        );
+    }
     let vendor = syscall::dev_config_read(dev.bdf, 0, 2);
     let device = syscall::dev_config_read(dev.bdf, 2, 2);
     info!("config space: vendor {vendor:#06x} device {device:#06x}");

@@ -6,7 +6,7 @@
 //! kernel package as the guest's kernel): its init loads netfront, configures the interface and
 //! pings the responder. The guest's console goes to xenconsoled's log file in dom0, which the test
 //! reads until the init's verdict line appears; then dom0's xenstore must show the vif Connected
-//! on both ends.
+//! on both ends with netback's counters, and `xl network-detach` must see the backend Closed.
 //!
 //! Fails, saying what is missing, when QEMU, the bed or the nc2dd image is absent. The serial log
 //! is `target/xenbed-logs/<test>.log`; the guest's console is printed on failure.
@@ -255,18 +255,63 @@ fn stock_linux_netfront_guest_pings_netback() {
         console.contains(" 0% packet loss"),
         "no 0% loss line on the guest's console:\n{console}"
     );
-    let states = bed
-        .run(
-            &format!(
-                "xenstore-read {backend}/state /local/domain/{}/device/vif/0/state {backend}/statistics",
-                guest.domid
-            ),
-            Duration::from_secs(60),
-        )
+    let frontend = format!("/local/domain/{}/device/vif/0", guest.domid);
+    let read_key = |bed: &mut XenBed, key: &str| -> String {
+        let out = bed
+            .run(&format!("xenstore-read {key}"), Duration::from_secs(60))
+            .unwrap_or_else(|e| fail(TEST, e));
+        // The output holds the echoed command first; the value is the last line.
+        out.lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(
+        read_key(&mut bed, &format!("{backend}/state")),
+        "4",
+        "backend state"
+    );
+    assert_eq!(
+        read_key(&mut bed, &format!("{frontend}/state")),
+        "4",
+        "frontend state"
+    );
+    let stats = read_key(&mut bed, &format!("{backend}/statistics"));
+    report(TEST, &format!("vif counters after the pings: {stats}"));
+    // Five echo replies (and an ARP reply) went to the guest; no ring got a bad request.
+    let rx_pkts: u64 = stats
+        .split_once("rx ")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rx packet count in {stats:?}"));
+    assert!(
+        rx_pkts >= 5,
+        "netback counted {rx_pkts} packets to the guest: {stats}"
+    );
+    assert!(
+        stats.contains(" 0 proto-err"),
+        "protocol errors counted: {stats}"
+    );
+
+    // Hot unplug: libxl asks for Closing and waits (10 s) for the backend to reach Closed.
+    let t_detach = Instant::now();
+    // netback's Closed line may arrive before the command's end marker: look from here.
+    let before_detach = bed.cursor();
+    bed.run(
+        &format!("xl network-detach {GUEST_NAME} 0"),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| fail(TEST, e));
+    bed.rewind(before_detach);
+    bed.wait_for(&format!("{backend}/state = 6"), Duration::from_secs(30))
         .unwrap_or_else(|e| fail(TEST, e));
     report(
         TEST,
-        &format!("after the pings: {}", states.replace('\n', " | ")),
+        &format!(
+            "xl network-detach to backend Closed: {:.1} s",
+            t_detach.elapsed().as_secs_f64()
+        ),
     );
     report(
         TEST,

@@ -123,10 +123,7 @@ impl Hypervisor for GatewayHv {
         self.event_seen = true;
         if path.ends_with("/state") {
             // The bed follows each vif's xenbus states on the console.
-            log::info!(
-                "netback: {path} = {}",
-                core::str::from_utf8(value).unwrap_or("?")
-            );
+            log::info!("{path} = {}", core::str::from_utf8(value).unwrap_or("?"));
         }
         Ok(self.xs.write(NO_TX, path, value)?)
     }
@@ -182,7 +179,7 @@ impl Hypervisor for GatewayHv {
         if self.ports.remove(&port)
             && let Err(e) = syscall::xen_evtchn_close(port)
         {
-            log::warn!("netback: closing port {port}: errno {e}");
+            log::warn!("closing event channel port {port}: errno {e}");
         }
     }
 

@@ -31,7 +31,7 @@ fn server_main() {
     }
     #[cfg(target_os = "none")]
     if let Err(e) = serve::run() {
-        log::error!("netback: {e}");
+        log::error!("{e}");
         userland::syscall::exit(1);
     }
     #[cfg(not(target_os = "none"))]

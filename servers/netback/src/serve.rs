@@ -80,14 +80,14 @@ pub fn run() -> Result<(), String> {
     let xen_mask = 1u64 << info.xen_event_bit;
     let timer_mask = 1u64 << info.timer_bit;
     if info.arg("serve") == Some("0") {
-        log::info!("netback: serve=0, not serving vifs");
+        log::info!("serve=0, not serving vifs");
         return Ok(());
     }
     let cfg = config()?;
     let xs = match userland::xen::xenstore(info.xen_event_bit, Some(info.timer_bit), 5_000) {
         Ok(xs) => xs,
         Err(syscall::XEN_ENODEV) => {
-            log::info!("netback: no hypervisor, no vifs to serve");
+            log::info!("no hypervisor, no vifs to serve");
             return Ok(());
         }
         Err(e) => return Err(format!("attaching to xenstore: errno {e}")),
@@ -95,7 +95,7 @@ pub fn run() -> Result<(), String> {
     let hv = GatewayHv::new(xs).map_err(|e| format!("reading our domain id: {e}"))?;
     let ip = cfg.ip;
     log::info!(
-        "netback: serving vifs of domain {} (responder {}.{}.{}.{}, {} queue(s) per vif)",
+        "serving vifs of domain {} (responder {}.{}.{}.{}, {} queue(s) per vif)",
         hv_domid(&hv),
         ip[0],
         ip[1],

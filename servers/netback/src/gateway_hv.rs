@@ -29,8 +29,8 @@ use userland::syscall::{self, XEN_COPY_GRANT, XEN_COPY_LOCAL, XenCopySegment, Xe
 use userland::xenstore::client::NO_TX;
 
 use netback::hv::{
-    CopyOp, CopyPtr, DomId, GNTST_BAD_COPY_ARG, GNTST_OKAY, HvError, Hypervisor, LocalRegion,
-    Mapping, PAGE, Port, WatchEvent,
+    CopyOp, CopyPtr, DomId, GNTST_BAD_COPY_ARG, GNTST_GENERAL_ERROR, GNTST_OKAY, HvError,
+    Hypervisor, LocalRegion, Mapping, PAGE, Port, WatchEvent,
 };
 
 type Xs = userland::xenstore::Client<userland::xen::GatewayTransport>;
@@ -213,10 +213,18 @@ impl Hypervisor for GatewayHv {
                     out.push(Err(status(r)));
                     continue;
                 }
-                let va = r as u64 as usize;
-                let handle = ((va as u64 - XEN_GRANT_WINDOW_BASE) / PAGE as u64) as u32;
-                let Some(base) = NonNull::new(va as *mut u8) else {
-                    out.push(Err(netback::hv::GNTST_GENERAL_ERROR));
+                let va = r as u64;
+                // The gateway answers window addresses only; anything else is not a mapping
+                // this code may touch.
+                let (Some(off), Some(base)) = (
+                    va.checked_sub(XEN_GRANT_WINDOW_BASE),
+                    NonNull::new(va as usize as *mut u8),
+                ) else {
+                    out.push(Err(GNTST_GENERAL_ERROR));
+                    continue;
+                };
+                let Ok(handle) = u32::try_from(off / PAGE as u64) else {
+                    out.push(Err(GNTST_GENERAL_ERROR));
                     continue;
                 };
                 // SAFETY: the gateway mapped a whole foreign page read-write (or read-only, and

@@ -387,11 +387,22 @@ fn stock_linux_netfront_guest_pings_netback() {
     let t_detach = Instant::now();
     // netback's Closed line may arrive before the command's end marker: look from here.
     let before_detach = bed.cursor();
-    bed.run(
-        &format!("xl network-detach {GUEST_NAME} 0"),
-        Duration::from_secs(60),
-    )
-    .unwrap_or_else(|e| fail(TEST, e));
+    let (status, out) = bed
+        .run_status(
+            &format!("xl network-detach {GUEST_NAME} 0"),
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| fail(TEST, e));
+    if status != 0 {
+        let store = bed
+            .run_status(
+                &format!("xenstore-ls -f /local/domain/{dd}/backend; xenstore-ls -f /local/domain/{domid}/device"),
+                Duration::from_secs(60),
+            )
+            .map(|(_, o)| o)
+            .unwrap_or_default();
+        panic!("xl network-detach failed ({status}):\n{out}\nxenstore:\n{store}");
+    }
     bed.rewind(before_detach);
     bed.wait_for(&format!("{backend}/state = 6"), Duration::from_secs(30))
         .unwrap_or_else(|e| fail(TEST, e));

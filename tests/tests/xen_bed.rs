@@ -33,8 +33,9 @@ const GUEST_FAIL_MARKERS: &[&str] = &[
 const XL_PVH_CFG: &str = r#"name = "nc2dd"
 type = "pvh"
 kernel = "/nc2dd/nc2dd.elf"
-# The demo system ends itself (and prints the pass marker) once its servers have finished.
-cmdline = "nc2dd.shutdown=allow"
+# The demo system ends itself (and prints the pass marker) once its servers have finished
+# (netback would serve vifs until stopped, so it is told not to).
+cmdline = "nc2dd.shutdown=allow nc2dd.netback.serve=0"
 memory = 64
 vcpus = 2
 on_poweroff = "destroy"
@@ -340,7 +341,7 @@ fn xen_selftest(test: &'static str, restart: bool) {
     });
     files.push(("nc2dd-modules.bin".to_string(), module));
     let cfg = XL_PVH_CFG.replace(
-        "cmdline = \"nc2dd.shutdown=allow\"",
+        "cmdline = \"nc2dd.shutdown=allow nc2dd.netback.serve=0\"",
         &format!("cmdline = \"nc2dd.shutdown=allow {args}\""),
     ) + "ramdisk = \"/nc2dd/nc2dd-modules.bin\"\n";
     assert!(

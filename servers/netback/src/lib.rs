@@ -13,11 +13,12 @@
 //! - [`counters`]: per-vif counters;
 //! - [`service`]: all of it together ([`service::Netback`]).
 //!
-//! Wiring in the server (once the gateway implements [`hv::Hypervisor`]): build
-//! `Netback::new(gateway, Config)` and, with a queue-pair channel, `NicPort::new(..)` plus
-//! `Netback::attach_nic()`; then on every wake-up (xenstore, event channel, queue pair) call
-//! `nb.poll()`, `port.exchange(&mut nb)`, kick nic-ixgbe if `port.take_kick()`, call
-//! `nb.poll()` again if the exchange delivered frames, and `nb.publish_counters()` now and then.
+//! Wiring in the server (`src/serve.rs` over `src/gateway_hv.rs`, the gateway's
+//! [`hv::Hypervisor`]): `Netback::new(gateway, Config)`, then on every wake-up (Xen event bit or
+//! timer) `nb.poll()` until idle and `nb.publish_counters()` once a second. Not wired yet: the NIC
+//! port (`NicPort::new(..)` plus `Netback::attach_nic()`, then after each poll
+//! `port.exchange(&mut nb)`, a kick of nic-ixgbe if `port.take_kick()`, and `nb.poll()` again if
+//! the exchange delivered frames).
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;

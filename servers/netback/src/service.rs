@@ -146,11 +146,13 @@ impl<H: Hypervisor> Netback<H> {
         c
     }
 
-    /// The earliest time a rate-limited queue may go on (the server's next timer), if any.
+    /// The earliest time a rate-limited queue may go on or a closed vif's directory is due for
+    /// removal (the server's next timer), if any.
     pub fn next_deadline(&self) -> Option<u64> {
         self.vifs
             .values()
             .flat_map(|(_, v)| v.queues.iter().filter_map(NetifQueue::throttled_until))
+            .chain(self.xenbus.next_deadline())
             .min()
     }
 

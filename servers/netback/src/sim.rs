@@ -250,6 +250,15 @@ impl SimHypervisor {
     pub fn store_rm(&mut self, path: &str) {
         self.store.retain(|k, _| !under(k, path));
         self.fire(path);
+        // Like xenstored, a watch on a removed descendant fires too (with its own path).
+        for (w, t) in &self.watches {
+            if under(w, path) && w != path {
+                self.fired.push_back(WatchEvent {
+                    path: w.clone(),
+                    token: t.clone(),
+                });
+            }
+        }
     }
 
     fn fire(&mut self, path: &str) {

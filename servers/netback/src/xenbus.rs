@@ -2,7 +2,10 @@
 //! `/local/domain/<me>/backend/vif/<domid>/<devid>`, advertises netback's features and reaches
 //! InitWait at once, reads the frontend's keys when it is Initialised/Connected, and follows it
 //! through Closing/Closed, removing the backend directory on teardown (frontend Closed and the
-//! toolstack's `online` cleared).
+//! toolstack's `online` cleared) [`REMOVE_GRACE_NS`] after writing Closed, or at once when the
+//! frontend's directory is gone too. libxl detaching a driver domain's vif waits for the
+//! backend's Closed and then for the backend to remove its directory (10 s); removing it at the
+//! same moment as writing Closed races libxl's read of that state.
 //!
 //! Every frontend key is untrusted: a missing or malformed one fails only that vif (state
 //! Closing, an `error` key, a log line saying which key and why). The toolstack-written
@@ -76,7 +79,13 @@ struct Vif {
     frontend: String,
     state: XenbusState,
     connected: bool,
+    /// When a closed, offline directory the toolstack left is removed by netback.
+    remove_at: Option<u64>,
 }
+
+/// How long a closed, offline vif directory stays for the toolstack to read Closed (libxl
+/// watches for it, then waits at most 10 s for the directory to go).
+pub const REMOVE_GRACE_NS: u64 = 2_000_000_000;
 
 /// The state machines of all vifs.
 pub struct Xenbus {
@@ -169,9 +178,19 @@ impl Xenbus {
                 }
             }
         }
-        if any {
+        let now = hv.now_ns();
+        let removal_due = self
+            .vifs
+            .values()
+            .any(|v| v.remove_at.is_some_and(|t| t <= now));
+        if any || removal_due {
             self.rescan(hv, actions);
         }
+    }
+
+    /// The earliest time a closed vif's directory is due for removal, if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.vifs.values().filter_map(|v| v.remove_at).min()
     }
 
     fn rescan<H: Hypervisor>(&mut self, hv: &mut H, actions: &mut Vec<Action>) {
@@ -258,6 +277,7 @@ impl Xenbus {
             frontend: frontend.clone(),
             state: XenbusState::Initialising,
             connected: false,
+            remove_at: None,
         };
         if fe_id != Some(u32::from(key.0)) {
             log::warn!(
@@ -327,19 +347,20 @@ impl Xenbus {
                     actions.push(Action::Disconnect(key));
                 }
                 self.set_state(hv, &mut vif, Closed);
-                self.maybe_remove(hv, key, &vif, actions);
+                self.maybe_remove(hv, key, &mut vif, fe.is_none(), actions);
                 if !self.vifs.contains_key(&key) {
                     return;
                 }
             }
             (Closed, Some(Closed | Unknown) | None) => {
-                self.maybe_remove(hv, key, &vif, actions);
+                self.maybe_remove(hv, key, &mut vif, fe.is_none(), actions);
                 if !self.vifs.contains_key(&key) {
                     return;
                 }
             }
             // The frontend came back after a close: offer the device again.
             (Closed, Some(Initialising)) => {
+                vif.remove_at = None;
                 self.set_state(hv, &mut vif, InitWait);
             }
             _ => {}
@@ -351,12 +372,24 @@ impl Xenbus {
         &mut self,
         hv: &mut H,
         key: VifKey,
-        vif: &Vif,
+        vif: &mut Vif,
+        frontend_gone: bool,
         actions: &mut Vec<Action>,
     ) {
         let online = hv.xs_read(&format!("{}/online", vif.path)).ok();
         if online.as_deref() == Some(b"1") {
+            vif.remove_at = None;
             return;
+        }
+        let now = hv.now_ns();
+        match vif.remove_at {
+            _ if frontend_gone => {}
+            None => {
+                vif.remove_at = Some(now.saturating_add(REMOVE_GRACE_NS));
+                return;
+            }
+            Some(t) if now < t => return,
+            Some(_) => {}
         }
         let _ = hv.xs_unwatch(&format!("{}/state", vif.frontend), TOKEN_FRONTEND);
         let _ = hv.xs_rm(&vif.path);

@@ -423,6 +423,19 @@ fn teardown_unmaps_and_removes_the_backend_directory() {
     a.close(nb.hv_mut(), &mut step);
     nb.poll();
     assert!(!nb.is_connected((5, 0)));
+    // Closed stays a while for the toolstack to read (libxl then waits for the directory to go).
+    assert_eq!(state_of(nb.hv(), &be_path(5, 0)), Some(6));
+    nb.hv_mut().clock_ns += netback::xenbus::REMOVE_GRACE_NS - 1;
+    nb.poll();
+    assert_eq!(state_of(nb.hv(), &be_path(5, 0)), Some(6), "still in grace");
+    assert_eq!(
+        nb.next_deadline(),
+        Some(netback::xenbus::REMOVE_GRACE_NS),
+        "the server's timer covers the removal"
+    );
+    // Then netback removes its directory.
+    nb.hv_mut().clock_ns += 1;
+    nb.poll();
     assert_eq!(
         nb.hv().peek(&format!("{}/state", be_path(5, 0))),
         None,
@@ -435,6 +448,31 @@ fn teardown_unmaps_and_removes_the_backend_directory() {
     b.send(nb.hv_mut(), &frame(BROADCAST, mac_of(6), 64, 2));
     settle(&mut nb, &mut [&mut b]);
     assert_eq!(nb.counters((6, 0)).unwrap().tx_packets, 1);
+    assert!(nb.is_connected((6, 0)));
+}
+
+#[test]
+fn backend_directory_goes_once_the_toolstack_removed_the_frontend() {
+    // libxl's detach of a driver domain's vif: online=0, the frontend closes, libxl reads the
+    // backend's Closed, removes the frontend directory and waits for the backend's to go.
+    let (mut nb, mut a, _b) = two_guests(GuestOpts::default(), GuestOpts::default());
+    nb.hv_mut()
+        .store_write(&format!("{}/online", be_path(5, 0)), b"0");
+    let mut step = |_: &mut SimHypervisor| {};
+    a.close(nb.hv_mut(), &mut step);
+    nb.poll();
+    assert_eq!(
+        state_of(nb.hv(), &be_path(5, 0)),
+        Some(6),
+        "Closed stays readable"
+    );
+    nb.hv_mut().store_rm(&fe_path(5, 0));
+    nb.poll();
+    assert_eq!(
+        nb.hv().peek(&format!("{}/state", be_path(5, 0))),
+        None,
+        "removed without waiting for the grace"
+    );
     assert!(nb.is_connected((6, 0)));
 }
 

@@ -1,0 +1,500 @@
+//! A stock Linux guest served by nc2dd's netback in the nested Xen bed.
+//!
+//! dom0 `xl create`s nc2dd as a PVH domU named `nc2dd` (netback serving, its responder at
+//! [`NC2DD_IP`]), then a Debian Linux PV guest whose vif names `nc2dd` as its backend. The guest's
+//! initramfs is made here from the bed's own files (busybox and `xen-netfront.ko` of the same
+//! kernel package as the guest's kernel): its init loads netfront, configures the interface and
+//! pings the responder. The guest's console goes to xenconsoled's log file in dom0, which the test
+//! reads until the init's verdict line appears; then dom0's xenstore must show the vif Connected
+//! on both ends with netback's counters, and `xl network-detach` must see the backend Closed.
+//!
+//! Fails, saying what is missing, when QEMU, the bed or the nc2dd image is absent. The serial log
+//! is `target/xenbed-logs/<test>.log`; the guest's console is printed on failure.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nc2dd_tests::xenbed::{self, BedConfig, BedError, CpioEntry, Flavour, XenBed};
+
+const NC2DD_IP: &str = "192.0.2.2";
+const GUEST_IP: &str = "192.0.2.3";
+const GUEST_MAC: &str = "00:16:3e:00:00:02";
+const GUEST_NAME: &str = "linux-netfront";
+
+const NC2DD_FAIL_MARKERS: &[&str] = &[
+    "NC2DD_FAIL",
+    "NC2DD_PANIC",
+    "NC2DD_FAULT",
+    "Triple fault",
+    "xen gateway: bring-up failed",
+    // netback's verdict on a vif it disconnects.
+    "disconnecting it",
+];
+
+/// nc2dd as the driver domain; netback serves until the domain is destroyed.
+fn nc2dd_cfg() -> String {
+    format!(
+        r#"name = "nc2dd"
+type = "pvh"
+kernel = "/nc2dd/nc2dd.elf"
+ramdisk = "/nc2dd/nc2dd-modules.bin"
+cmdline = "nc2dd.netback.ip={NC2DD_IP}"
+memory = 64
+vcpus = 2
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "destroy"
+"#
+    )
+}
+
+/// A Linux PV guest whose vif names nc2dd as backend; `args` go to its kernel command line
+/// (the init reads `nc2dd.*` from there).
+fn guest_cfg(name: &str, mac: &str, ip: &str, args: &str) -> String {
+    format!(
+        r#"name = "{name}"
+type = "pv"
+kernel = "/nc2dd/vmlinuz"
+ramdisk = "/nc2dd/guest-initrd.cpio"
+extra = "console=hvc0 nc2dd.ip={ip} {args}"
+memory = 256
+vcpus = 1
+vif = [ "backend=nc2dd,mac={mac},ip={ip}" ]
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "destroy"
+"#
+    )
+}
+
+fn guest_log(name: &str) -> String {
+    format!("/var/log/xen/console/guest-{name}.log")
+}
+
+/// The guest's init: netfront and the address from `nc2dd.ip`, then by `nc2dd.role`:
+/// - `ping` (default): five pings of netback's responder, then `NC2DD_GUEST_PING_OK` on 0% loss;
+/// - `server`: a 2 MiB random file, its SHA-256 as `NC2DD_GUEST_SHA <sum>`, served by busybox
+///   httpd, then `NC2DD_GUEST_SERVING`;
+/// - `client`: fetches `http://<nc2dd.peer>/f` with wget, prints `NC2DD_GUEST_GOT <sum>` and
+///   `NC2DD_GUEST_FETCH_OK` (or `NC2DD_GUEST_FETCH_FAILED`).
+fn guest_init() -> String {
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /www
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev
+/bin/busybox --install -s /bin
+role=ping
+for w in $(cat /proc/cmdline); do
+    case "$w" in
+        nc2dd.role=*) role=${{w#nc2dd.role=}} ;;
+        nc2dd.ip=*) myip=${{w#nc2dd.ip=}} ;;
+        nc2dd.peer=*) peer=${{w#nc2dd.peer=}} ;;
+    esac
+done
+echo NC2DD_GUEST_UP
+insmod /xen-netfront.ko || echo NC2DD_GUEST_INSMOD_FAILED
+i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
+ip link set eth0 up
+ip addr add $myip/24 dev eth0
+ip addr show eth0
+case "$role" in
+ping)
+    ping -c 5 -W 5 {NC2DD_IP} > /tmp/ping.out 2>&1
+    cat /tmp/ping.out
+    if grep -q ' 0% packet loss' /tmp/ping.out; then echo NC2DD_GUEST_PING_OK; else echo NC2DD_GUEST_PING_LOST; fi
+    ;;
+server)
+    dd if=/dev/urandom of=/www/f bs=1024 count=2048 2>/dev/null
+    echo "NC2DD_GUEST_SHA $(sha256sum /www/f | cut -d' ' -f1)"
+    httpd -p 80 -h /www
+    echo NC2DD_GUEST_SERVING
+    ;;
+client)
+    ping -c 3 -W 5 $peer
+    if wget -q -O /tmp/f http://$peer/f; then
+        echo "NC2DD_GUEST_GOT $(sha256sum /tmp/f | cut -d' ' -f1)"
+        echo NC2DD_GUEST_FETCH_OK
+    else
+        echo NC2DD_GUEST_FETCH_FAILED
+    fi
+    ;;
+esac
+while true; do sleep 1000; done
+"#
+    )
+}
+
+fn report(test: &str, line: &str) {
+    let _ = writeln!(std::io::stderr(), "[{test}] {line}");
+    let path = xenbed::log_dir().join(format!("{test}.times"));
+    if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+fn fail(test: &str, e: BedError) -> ! {
+    panic!(
+        "{e}\nserial log: {}",
+        xenbed::log_dir().join(format!("{test}.log")).display()
+    )
+}
+
+/// One member of the bed's gzipped dom0 initramfs (a shell glob naming exactly one file).
+fn from_initramfs(initramfs: &Path, glob: &str) -> Vec<u8> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -dc '{}' | cpio -i --quiet --to-stdout '{glob}'",
+            initramfs.display()
+        ))
+        .output()
+        .unwrap_or_else(|e| panic!("running gzip | cpio: {e}"));
+    assert!(
+        out.status.success() && !out.stdout.is_empty(),
+        "{glob} is not in {}: {}",
+        initramfs.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The guest's initramfs: busybox, netfront, and [`guest_init`].
+fn guest_initramfs(bed_initramfs: &Path) -> Vec<u8> {
+    let busybox = from_initramfs(bed_initramfs, "bin/busybox");
+    let netfront = from_initramfs(
+        bed_initramfs,
+        "lib/modules/*/kernel/drivers/net/xen-netfront.ko",
+    );
+    let init = guest_init();
+    xenbed::cpio_newc(&[
+        CpioEntry::dir("bin"),
+        CpioEntry::dir("dev"),
+        CpioEntry::dir("proc"),
+        CpioEntry::dir("sys"),
+        CpioEntry::dir("tmp"),
+        CpioEntry::file("bin/busybox", &busybox),
+        CpioEntry::file("init", init.as_bytes()),
+        CpioEntry::file("xen-netfront.ko", &netfront),
+    ])
+}
+
+/// Boots the bed with nc2dd, the guest kernel and initramfs and `guest_cfgs` (name, config)
+/// under /nc2dd, starts nc2dd and waits until netback serves. Returns the bed and nc2dd's id.
+fn start_nc2dd(test: &str, guest_cfgs: &[(&str, String)]) -> (XenBed, u32) {
+    let _ = fs::create_dir_all(xenbed::log_dir());
+    let _ = fs::remove_file(xenbed::log_dir().join(format!("{test}.times")));
+    if let Err(e) = xenbed::check_qemu() {
+        panic!("{e}");
+    }
+    let bed_files = xenbed::build_bed(Flavour::Pvh).unwrap_or_else(|e| panic!("{e}"));
+    let art = nc2dd_tests::qemu::artefacts();
+    let read = |p: &Path| fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    let mut files = vec![
+        ("nc2dd.elf".to_string(), read(&art.kernel)),
+        ("nc2dd-modules.bin".to_string(), read(&art.module)),
+        ("nc2dd.cfg".to_string(), nc2dd_cfg().into_bytes()),
+        ("vmlinuz".to_string(), read(&bed_files.vmlinuz)),
+        (
+            "guest-initrd.cpio".to_string(),
+            guest_initramfs(&bed_files.initramfs),
+        ),
+    ];
+    for (name, cfg) in guest_cfgs {
+        files.push((format!("{name}.cfg"), cfg.clone().into_bytes()));
+    }
+    let mut cfg = BedConfig::new(test);
+    cfg.dom0_files = files;
+    cfg.overall_timeout = Duration::from_secs(600);
+    let mut bed = XenBed::boot(cfg).unwrap_or_else(|e| fail(test, e));
+    report(
+        test,
+        &format!(
+            "Xen + dom0 boot to shell: {:.1} s",
+            bed.boot_time.as_secs_f64()
+        ),
+    );
+    for m in NC2DD_FAIL_MARKERS {
+        bed.add_fail_marker(m);
+    }
+    let dd = bed
+        .xl_create("/nc2dd/nc2dd.cfg", "nc2dd", Duration::from_secs(120))
+        .unwrap_or_else(|e| fail(test, e));
+    let serving = bed
+        .wait_for("netback: serving vifs of domain", Duration::from_secs(180))
+        .unwrap_or_else(|e| fail(test, e));
+    assert!(
+        serving.line.contains(&dd.console_prefix),
+        "netback's line came from another console: {}",
+        serving.line
+    );
+    report(
+        test,
+        &format!(
+            "xl create nc2dd to netback serving: {:.1} s",
+            serving
+                .arrived
+                .saturating_duration_since(dd.started)
+                .as_secs_f64()
+        ),
+    );
+    (bed, dd.domid)
+}
+
+/// Creates guest `name` and waits until netback logs its vif Connected (InitWait came within
+/// libxl's 10 s, else `xl create` had failed). Returns the guest's id and the backend path.
+fn start_guest(bed: &mut XenBed, test: &str, dd: u32, name: &str) -> (u32, String) {
+    let guest = bed
+        .xl_create(
+            &format!("/nc2dd/{name}.cfg"),
+            name,
+            Duration::from_secs(180),
+        )
+        .unwrap_or_else(|e| fail(test, e));
+    let backend = format!("/local/domain/{dd}/backend/vif/{}/0", guest.domid);
+    let connected = bed
+        .wait_for(&format!("{backend}/state = 4"), Duration::from_secs(180))
+        .unwrap_or_else(|e| fail(test, e));
+    report(
+        test,
+        &format!(
+            "xl create {name} to vif Connected: {:.1} s",
+            connected
+                .arrived
+                .saturating_duration_since(guest.started)
+                .as_secs_f64()
+        ),
+    );
+    (guest.domid, backend)
+}
+
+/// Reads guest `name`'s console log every few seconds until one of its `NC2DD_GUEST_*` markers
+/// is `ok` (returns the markers with their words) or one of `bad` (panics with the console).
+fn guest_verdict(bed: &mut XenBed, test: &str, name: &str, ok: &str, bad: &[&str]) -> String {
+    let log = guest_log(name);
+    let started = Instant::now();
+    let verdict = loop {
+        let out = bed
+            .run(
+                &format!("grep -o 'NC2DD_GUEST_[A-Z_]*[ 0-9a-f]*' {log} | tr '\\n' ' '; echo"),
+                Duration::from_secs(60),
+            )
+            .unwrap_or_else(|e| fail(test, e));
+        if out.contains(ok) {
+            break Ok(out);
+        }
+        if bad.iter().any(|b| out.contains(b)) {
+            break Err(out);
+        }
+        if started.elapsed() > Duration::from_secs(240) {
+            break Err(format!("no verdict from {name} in 240 s: {out}"));
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    match verdict {
+        Ok(out) => out,
+        Err(why) => {
+            let console = bed
+                .run(&format!("tail -n 40 {log}"), Duration::from_secs(60))
+                .unwrap_or_else(|e| fail(test, e));
+            panic!("{name} failed ({why}); its console ends:\n{console}");
+        }
+    }
+}
+
+/// The last non-empty line of a dom0 command's output (the value after the echoed command).
+fn read_key(bed: &mut XenBed, test: &str, key: &str) -> String {
+    let out = bed
+        .run(&format!("xenstore-read {key}"), Duration::from_secs(60))
+        .unwrap_or_else(|e| fail(test, e));
+    out.lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn stock_linux_netfront_guest_pings_netback() {
+    const TEST: &str = "xen_guest_netfront_ping";
+    let (mut bed, dd) = start_nc2dd(
+        TEST,
+        &[(
+            GUEST_NAME,
+            guest_cfg(GUEST_NAME, GUEST_MAC, GUEST_IP, "nc2dd.role=ping"),
+        )],
+    );
+    let t_guest = Instant::now();
+    let (domid, backend) = start_guest(&mut bed, TEST, dd, GUEST_NAME);
+    guest_verdict(
+        &mut bed,
+        TEST,
+        GUEST_NAME,
+        "NC2DD_GUEST_PING_OK",
+        &["NC2DD_GUEST_PING_LOST", "NC2DD_GUEST_INSMOD_FAILED"],
+    );
+    let console = bed
+        .run(
+            &format!("grep 'packet loss' {}", guest_log(GUEST_NAME)),
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| fail(TEST, e));
+    assert!(
+        console.contains("5 packets received, 0% packet loss"),
+        "no 0% loss line on the guest's console:\n{console}"
+    );
+    report(
+        TEST,
+        &format!(
+            "xl create guest to 0% loss read: {:.1} s",
+            t_guest.elapsed().as_secs_f64()
+        ),
+    );
+    let frontend = format!("/local/domain/{domid}/device/vif/0");
+    assert_eq!(
+        read_key(&mut bed, TEST, &format!("{backend}/state")),
+        "4",
+        "backend state"
+    );
+    assert_eq!(
+        read_key(&mut bed, TEST, &format!("{frontend}/state")),
+        "4",
+        "frontend state"
+    );
+    let stats = read_key(&mut bed, TEST, &format!("{backend}/statistics"));
+    report(TEST, &format!("vif counters after the pings: {stats}"));
+    // Five echo replies (and an ARP reply) went to the guest; no ring got a bad request.
+    let rx_pkts: u64 = stats
+        .split_once("rx ")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rx packet count in {stats:?}"));
+    assert!(
+        rx_pkts >= 5,
+        "netback counted {rx_pkts} packets to the guest: {stats}"
+    );
+    assert!(
+        stats.contains(" 0 proto-err"),
+        "protocol errors counted: {stats}"
+    );
+
+    // Hot unplug: libxl asks for Closing and waits (10 s) for the backend to reach Closed.
+    let t_detach = Instant::now();
+    // netback's Closed line may arrive before the command's end marker: look from here.
+    let before_detach = bed.cursor();
+    let (status, out) = bed
+        .run_status(
+            &format!("xl network-detach {GUEST_NAME} 0"),
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| fail(TEST, e));
+    if status != 0 {
+        let store = bed
+            .run_status(
+                &format!("xenstore-ls -f /local/domain/{dd}/backend; xenstore-ls -f /local/domain/{domid}/device"),
+                Duration::from_secs(60),
+            )
+            .map(|(_, o)| o)
+            .unwrap_or_default();
+        panic!("xl network-detach failed ({status}):\n{out}\nxenstore:\n{store}");
+    }
+    bed.rewind(before_detach);
+    bed.wait_for(&format!("{backend}/state = 6"), Duration::from_secs(30))
+        .unwrap_or_else(|e| fail(TEST, e));
+    report(
+        TEST,
+        &format!(
+            "xl network-detach to backend Closed: {:.1} s",
+            t_detach.elapsed().as_secs_f64()
+        ),
+    );
+    report(
+        TEST,
+        &format!("whole bed run {:.1} s", bed.elapsed().as_secs_f64()),
+    );
+}
+
+/// Two guests of nc2dd talk through netback's switch: the server guest makes a 2 MiB random
+/// file and serves it over HTTP, the client guest fetches it over TCP; the checksums must agree.
+#[test]
+fn two_netfront_guests_transfer_a_file_through_netback() {
+    const TEST: &str = "xen_guest_netfront_transfer";
+    const SERVER: &str = "netfront-server";
+    const CLIENT: &str = "netfront-client";
+    const SERVER_IP: &str = "192.0.2.3";
+    const CLIENT_IP: &str = "192.0.2.4";
+    let (mut bed, dd) = start_nc2dd(
+        TEST,
+        &[
+            (
+                SERVER,
+                guest_cfg(SERVER, "00:16:3e:00:00:03", SERVER_IP, "nc2dd.role=server"),
+            ),
+            (
+                CLIENT,
+                guest_cfg(
+                    CLIENT,
+                    "00:16:3e:00:00:04",
+                    CLIENT_IP,
+                    &format!("nc2dd.role=client nc2dd.peer={SERVER_IP}"),
+                ),
+            ),
+        ],
+    );
+    let (_, server_backend) = start_guest(&mut bed, TEST, dd, SERVER);
+    let served = guest_verdict(
+        &mut bed,
+        TEST,
+        SERVER,
+        "NC2DD_GUEST_SERVING",
+        &["NC2DD_GUEST_INSMOD_FAILED"],
+    );
+    let t_client = Instant::now();
+    let (_, client_backend) = start_guest(&mut bed, TEST, dd, CLIENT);
+    let got = guest_verdict(
+        &mut bed,
+        TEST,
+        CLIENT,
+        "NC2DD_GUEST_FETCH_OK",
+        &["NC2DD_GUEST_FETCH_FAILED", "NC2DD_GUEST_INSMOD_FAILED"],
+    );
+    report(
+        TEST,
+        &format!(
+            "xl create client to file fetched: {:.1} s",
+            t_client.elapsed().as_secs_f64()
+        ),
+    );
+    let sum_after = |out: &str, marker: &str| -> String {
+        out.split(marker)
+            .skip(1)
+            .filter_map(|rest| rest.split_whitespace().next())
+            .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+            .unwrap_or_else(|| panic!("no SHA-256 after {marker} in {out:?}"))
+            .to_string()
+    };
+    let sent = sum_after(&served, "NC2DD_GUEST_SHA ");
+    let received = sum_after(&got, "NC2DD_GUEST_GOT ");
+    report(TEST, &format!("SHA-256 served {sent}, fetched {received}"));
+    assert_eq!(
+        sent, received,
+        "the file changed on its way through netback"
+    );
+    for b in [&server_backend, &client_backend] {
+        let stats = read_key(&mut bed, TEST, &format!("{b}/statistics"));
+        report(TEST, &format!("{b}: {stats}"));
+        assert!(
+            stats.contains(" 0 proto-err"),
+            "protocol errors counted: {stats}"
+        );
+    }
+    report(
+        TEST,
+        &format!("whole bed run {:.1} s", bed.elapsed().as_secs_f64()),
+    );
+}

@@ -303,7 +303,7 @@ impl<'a> NicPort<'a> {
             }
             CtrlReply::PoolRefused { req, reason } => match self.pools.get_mut(req as usize) {
                 Some(Some(p)) if p.state == PoolState::Requested => {
-                    log::warn!("netback: NIC refused a pool: {reason:?}");
+                    log::warn!("NIC refused a pool: {reason:?}");
                     p.state = PoolState::Refused(reason);
                     self.stats.refused += 1;
                 }

@@ -162,7 +162,7 @@ impl Xenbus {
             match hv.xs_watch(&self.base.clone(), TOKEN_BACKEND) {
                 Ok(()) => self.watching = true,
                 Err(e) => {
-                    log::error!("netback: cannot watch {}: {e}", self.base);
+                    log::error!("cannot watch {}: {e}", self.base);
                     return;
                 }
             }
@@ -173,7 +173,7 @@ impl Xenbus {
                 Ok(Some(_)) => any = true,
                 Ok(None) => break,
                 Err(e) => {
-                    log::error!("netback: xenstore watch read failed: {e}");
+                    log::error!("xenstore watch read failed: {e}");
                     break;
                 }
             }
@@ -201,7 +201,7 @@ impl Xenbus {
             Ok(v) => Some(v),
             Err(HvError::Xs(XsError::Xs(XsErrno::ENOENT))) => Some(Vec::new()),
             Err(e) => {
-                log::error!("netback: cannot list {dir}: {e}");
+                log::error!("cannot list {dir}: {e}");
                 None
             }
         };
@@ -306,7 +306,7 @@ impl Xenbus {
     fn set_state<H: Hypervisor>(&self, hv: &mut H, vif: &mut Vif, s: XenbusState) {
         vif.state = s;
         if let Err(e) = hv.xs_write(&format!("{}/state", vif.path), &s.as_bytes()) {
-            log::error!("netback: cannot write {}/state: {e}", vif.path);
+            log::error!("cannot write {}/state: {e}", vif.path);
         }
     }
 
@@ -320,7 +320,7 @@ impl Xenbus {
             Ok(v) => parse_u32(&v).and_then(|v| XenbusState::from_u64(v.into())),
             Err(HvError::Xs(XsError::Xs(XsErrno::ENOENT))) => None,
             Err(e) => {
-                log::error!("netback: cannot read {}/state: {e}", vif.frontend);
+                log::error!("cannot read {}/state: {e}", vif.frontend);
                 return;
             }
         };
@@ -329,7 +329,7 @@ impl Xenbus {
             (InitWait, Some(Initialised | Connected)) => match self.read_frontend(hv, &vif) {
                 Ok(info) => actions.push(Action::Connect(key, info)),
                 Err(why) => {
-                    log::warn!("netback: vif {}/{}: {why}; disconnecting it", key.0, key.1);
+                    log::warn!("vif {}/{}: {why}; disconnecting it", key.0, key.1);
                     let _ = hv.xs_write(&format!("{}/error", vif.path), why.as_bytes());
                     self.set_state(hv, &mut vif, Closing);
                 }
@@ -408,7 +408,7 @@ impl Xenbus {
 
     /// The vif failed (bad ring, bad grant, ...): record why and go Closing.
     pub fn fail<H: Hypervisor>(&mut self, hv: &mut H, key: VifKey, why: &str) {
-        log::warn!("netback: vif {}/{}: {why}; disconnecting it", key.0, key.1);
+        log::warn!("vif {}/{}: {why}; disconnecting it", key.0, key.1);
         if let Some(mut vif) = self.vifs.get(&key).cloned() {
             vif.connected = false;
             let _ = hv.xs_write(&format!("{}/error", vif.path), why.as_bytes());

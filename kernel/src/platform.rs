@@ -102,11 +102,9 @@ fn rdtsc() -> u64 {
 
 /// Xen's TSC frequency (CPUID leaf base+3, sub-leaf 0, ECX in kHz).
 fn xen_tsc_hz() -> Option<u64> {
-    let base = (0x4000_0000u32..0x4001_0000).step_by(0x100).find(|&leaf| {
-        let r = core::arch::x86_64::__cpuid(leaf);
-        [r.ebx, r.ecx, r.edx] == [0x566e_6558, 0x65584d4d, 0x4d4d566e]
-    })?;
-    let r = core::arch::x86_64::__cpuid_count(base + 3, 0);
+    use kernel::xen::cpuid::{Cpuid, NativeCpuid, find_leaves};
+    let (base, _) = find_leaves(&NativeCpuid)?;
+    let r = NativeCpuid.cpuid(base + 3);
     (r.ecx != 0).then(|| u64::from(r.ecx) * 1000)
 }
 

@@ -89,19 +89,18 @@ impl core::fmt::Display for DetectError {
     }
 }
 
+/// The Xen leaf block carrying the signature: (its base leaf, its highest leaf).
+pub fn find_leaves(cpu: &impl Cpuid) -> Option<(u32, u32)> {
+    (LEAF_BASE_FIRST..LEAF_BASE_LAST)
+        .step_by(LEAF_BASE_STEP as usize)
+        .map(|base| (base, cpu.cpuid(base)))
+        .find(|(_, r)| [r.ebx, r.ecx, r.edx] == SIGNATURE)
+        .map(|(base, r)| (base, r.eax))
+}
+
 /// Finds the Xen leaf block and decodes it.
 pub fn detect(cpu: &impl Cpuid) -> Result<XenInfo, DetectError> {
-    let mut base = LEAF_BASE_FIRST;
-    let mut found = None;
-    while base < LEAF_BASE_LAST {
-        let r = cpu.cpuid(base);
-        if [r.ebx, r.ecx, r.edx] == SIGNATURE {
-            found = Some((base, r.eax));
-            break;
-        }
-        base += LEAF_BASE_STEP;
-    }
-    let (base, max_leaf) = found.ok_or(DetectError::NotXen)?;
+    let (base, max_leaf) = find_leaves(cpu).ok_or(DetectError::NotXen)?;
     if max_leaf < base || max_leaf - base < 2 {
         return Err(DetectError::TooFewLeaves { base, max_leaf });
     }

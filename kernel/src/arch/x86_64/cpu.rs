@@ -5,11 +5,7 @@ use x86_64::instructions::port::Port;
 
 /// True when CPUID's hypervisor leaves carry Xen's signature "XenVMMXenVMM".
 pub fn running_on_xen() -> bool {
-    // Xen may place its leaves at any 0x100 step from 0x40000000 (when Viridian is enabled).
-    (0x4000_0000u32..0x4001_0000).step_by(0x100).any(|leaf| {
-        let r = core::arch::x86_64::__cpuid(leaf);
-        [r.ebx, r.ecx, r.edx] == [0x566e_6558, 0x65584d4d, 0x4d4d566e]
-    })
+    kernel::xen::cpuid::find_leaves(&kernel::xen::cpuid::NativeCpuid).is_some()
 }
 
 /// Ends the run: under QEMU with `isa-debug-exit` this exits the emulator with the matching

@@ -30,6 +30,13 @@ use std::time::{Duration, Instant};
 /// dom0 prints this when xenstored, xen-init-dom0 and xenconsoled are up (tests/xenbed/dom0-init.sh).
 pub const DOM0_READY: &str = "NC2DD_DOM0_READY";
 
+/// Ctrl-A three times hands the serial console to Xen; `q` dumps every domain's vCPUs (event
+/// flags, pause state), `d` the registers of every physical CPU; three more Ctrl-As give the
+/// console back to dom0.
+const XEN_DEBUG_KEYS: &str = "\x01\x01\x01qd\x01\x01\x01";
+/// How long a timed-out wait keeps looking after the poke.
+const POKE_WAIT: Duration = Duration::from_secs(15);
+
 /// Lines that end every wait at once: nothing good follows them.
 const FATAL_MARKERS: &[(&str, FatalKind)] = &[
     ("Panic on CPU", FatalKind::XenPanic),
@@ -595,7 +602,8 @@ impl XenBed {
         mut matcher: impl FnMut(&[u8]) -> Option<(usize, usize)>,
     ) -> Result<Match, BedError> {
         let waited_from = Instant::now();
-        let deadline = (waited_from + timeout).min(self.deadline);
+        let mut deadline = (waited_from + timeout).min(self.deadline);
+        let mut poked = false;
         let shared = Arc::clone(&self.shared);
         let mut c = lock(&shared.console);
         loop {
@@ -610,6 +618,12 @@ impl XenBed {
                 let line = line_around(&c.buf, start);
                 let arrived = c.arrival_of(end);
                 self.cursor = end;
+                if poked {
+                    drop(c);
+                    let msg = format!("{needle:?} arrived only after the console poke");
+                    self.note(&msg);
+                    eprintln!("[bed] warning: {msg} (see {})", self.log_path().display());
+                }
                 return Ok(Match {
                     start,
                     end,
@@ -641,6 +655,19 @@ impl XenBed {
                 });
             }
             let now = Instant::now();
+            if now >= deadline && !poked && now + POKE_WAIT < self.deadline {
+                // Before failing, ask Xen what every vCPU is doing (the dump lands in the log),
+                // which also shows whether the hypervisor's console itself had stalled.
+                drop(c);
+                poked = true;
+                self.note(&format!(
+                    "timeout waiting for {needle:?}: poking Xen's console (debug keys q, d)"
+                ));
+                let _ = self.send(XEN_DEBUG_KEYS);
+                deadline = Instant::now() + POKE_WAIT;
+                c = lock(&shared.console);
+                continue;
+            }
             if now >= deadline {
                 let tail = tail_of(&c.buf);
                 drop(c);

@@ -322,6 +322,16 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     for (i, t) in k.tasks.iter().enumerate() {
         info!("  task {i}: {}", t.name);
     }
+    // The footprint figure: what the kernel and every task hold once all are loaded (images,
+    // stacks, heaps, DMA budgets, page tables, channels).
+    let free = FRAMES.lock().as_ref().map_or(0, |f| f.free_frames()) * FRAME_SIZE;
+    let ram = si.ram_bytes();
+    info!(
+        "memory in use with all tasks loaded: {} KiB of {} KiB RAM ({} KiB free)",
+        ram.saturating_sub(free) / 1024,
+        ram / 1024,
+        free / 1024
+    );
     *KERNEL.lock() = Some(k);
     crate::gateway::init(xen, si.memory_map(), command_line);
     let (per_tick, tsc_hz) = lapic::init(xen);

@@ -33,6 +33,14 @@ impl Chip {
         }
     }
 
+    /// How this chip's descriptor queues are programmed.
+    pub fn queue_regs(self) -> &'static crate::queue::program::QueueRegs {
+        match self {
+            Self::X82599 => &crate::queue::program::IXGBE,
+            Self::I82576 => &crate::queue::program::IGB,
+        }
+    }
+
     pub fn max_pools(self) -> u8 {
         match self {
             Chip::X82599 => ixgbe::MAX_POOLS,
@@ -220,10 +228,8 @@ impl<R: RegisterAccess, D: Dma, T: Delay> Nic<R, D, T> {
         let slot = usize::from(p);
         let (rxq, txq) = self.cfg.chip.pool_queues(p);
         if self.slots[slot].rings.is_none() {
-            let (rdt, tdt) = match self.cfg.chip {
-                Chip::X82599 => (ixgbe::queues::rdt(rxq), ixgbe::queues::tdt(txq)),
-                Chip::I82576 => (igb::queues::rdt(rxq), igb::queues::tdt(txq)),
-            };
+            let qr = self.cfg.chip.queue_regs();
+            let (rdt, tdt) = (qr.rdt(rxq), qr.tdt(txq));
             let rx_mem = self.dma.alloc(self.cfg.rx_ring as usize * 16)?;
             let tx_mem = self.dma.alloc(self.cfg.tx_ring as usize * 16)?;
             self.slots[slot].rings = Some((
@@ -244,24 +250,14 @@ impl<R: RegisterAccess, D: Dma, T: Delay> Nic<R, D, T> {
         let (rx_bus, tx_bus) = (rx.bus(), tx.bus());
         let rar = u32::from(p) + 1;
         let (regs, d, cfg) = (&self.regs, &mut self.delay, &self.cfg);
-        let queues = match cfg.chip {
-            Chip::X82599 => {
-                ixgbe::queues::setup_rx(regs, d, rxq, rx_bus, cfg.rx_ring, cfg.rx_buf_kb)
-                    .and_then(|()| ixgbe::queues::setup_tx(regs, d, txq, tx_bus, cfg.tx_ring))
-            }
-            Chip::I82576 => igb::queues::setup_rx(regs, d, rxq, rx_bus, cfg.rx_ring, cfg.rx_buf_kb)
-                .and_then(|()| igb::queues::setup_tx(regs, d, txq, tx_bus, cfg.tx_ring)),
-        };
+        let qr = cfg.chip.queue_regs();
+        let queues = qr
+            .setup_rx(regs, d, rxq, rx_bus, cfg.rx_ring, cfg.rx_buf_kb)
+            .and_then(|()| qr.setup_tx(regs, d, txq, tx_bus, cfg.tx_ring));
         if let Err(e) = queues {
             // Leave nothing half-enabled; the pool number stays free. Best effort: the
             // original error is the one worth reporting.
-            let _ = match cfg.chip {
-                Chip::X82599 => ixgbe::queues::disable_rx(regs, d, rxq)
-                    .and(ixgbe::queues::disable_tx(regs, d, txq)),
-                Chip::I82576 => {
-                    igb::queues::disable_rx(regs, d, rxq).and(igb::queues::disable_tx(regs, d, txq))
-                }
-            };
+            let _ = qr.disable_rx(regs, d, rxq).and(qr.disable_tx(regs, d, txq));
             return Err(e);
         }
         match cfg.chip {
@@ -430,10 +426,7 @@ impl<R: RegisterAccess, D: Dma, T: Delay> Nic<R, D, T> {
         }
         let regs = &self.regs;
         let d = &mut self.delay;
-        let rx_res = match chip {
-            Chip::X82599 => ixgbe::queues::disable_rx(regs, d, rxq),
-            Chip::I82576 => igb::queues::disable_rx(regs, d, rxq),
-        };
+        let rx_res = chip.queue_regs().disable_rx(regs, d, rxq);
         // Frames completed while the queue was being disabled.
         loop {
             let n = rx.poll(&mut batch);
@@ -458,10 +451,7 @@ impl<R: RegisterAccess, D: Dma, T: Delay> Nic<R, D, T> {
             }
             d.delay_us(10);
         }
-        let tx_res = match chip {
-            Chip::X82599 => ixgbe::queues::disable_tx(regs, d, txq),
-            Chip::I82576 => igb::queues::disable_tx(regs, d, txq),
-        };
+        let tx_res = chip.queue_regs().disable_tx(regs, d, txq);
         tx.drain_unsent(|id| out(Released::TxDiscarded(id)));
         match chip {
             Chip::X82599 => {

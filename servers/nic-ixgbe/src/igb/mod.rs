@@ -5,7 +5,6 @@
 
 pub mod init;
 pub mod msix;
-pub mod queues;
 pub mod vmdq;
 
 pub const MAX_POOLS: u8 = 8;

@@ -5,7 +5,6 @@
 pub mod init;
 pub mod link;
 pub mod msix;
-pub mod queues;
 pub mod stats;
 pub mod vmdq;
 

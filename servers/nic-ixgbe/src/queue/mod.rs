@@ -1,7 +1,8 @@
 //! Descriptor rings shared by both chips. A ring carries *external* buffers: netback's memory,
 //! named by bus address and an opaque 32-bit id that comes back in the completion. The driver
-//! never touches frame bytes.
+//! never touches frame bytes. [`program`] sets a queue's registers up on either chip.
 
+pub mod program;
 pub mod rx;
 pub mod tx;
 

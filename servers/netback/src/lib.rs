@@ -25,6 +25,7 @@ extern crate alloc;
 
 pub mod counters;
 pub mod hv;
+pub mod nc2;
 pub mod netif;
 pub mod nicport;
 pub mod offload;

@@ -359,3 +359,33 @@ fn a_hundred_reconnects_do_not_grow_staging_memory() {
     }
     assert!(peak > 0);
 }
+
+#[test]
+fn a_full_ring_holds_frames_back_until_the_frontend_makes_room() {
+    let mut nb = netback();
+    let mut a = nc2_guest(&mut nb, 5, Nc2Opts::default());
+    toolstack_add(nb.hv_mut(), 6, 0);
+    nb.poll();
+    let mut b = Guest::connect(nb.hv_mut(), 6, 0, GuestOpts::default());
+    settle2(&mut nb, &mut [&mut b], &mut [&mut a]);
+    // Far more inline frames (and buffer-filling ones) than one 4 KiB ring holds, while A
+    // does not look at its ring.
+    let mut sent = Vec::new();
+    for i in 0..150u8 {
+        let len = if i % 10 == 9 { 1200 } else { 120 };
+        let f = frame(mac_of(5), mac_of(6), len, i);
+        b.send(nb.hv_mut(), &f);
+        sent.push(f);
+        if i % 40 == 39 {
+            settle2(&mut nb, &mut [&mut b], &mut []);
+        }
+    }
+    settle2(&mut nb, &mut [&mut b], &mut []);
+    assert!(a.received.is_empty());
+    let c = nb.counters((5, 0)).unwrap();
+    assert!(c.rx_packets < 150, "the ring filled up");
+    assert_eq!(c.rx_drops, 0, "nothing was dropped, only held back");
+    settle2(&mut nb, &mut [&mut b], &mut [&mut a]);
+    let got: Vec<Vec<u8>> = a.received.iter().map(|r| r.data.clone()).collect();
+    assert_eq!(got, sent);
+}

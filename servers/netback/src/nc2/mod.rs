@@ -52,6 +52,9 @@ use buffers::{BufferTable, PostError};
 const TX_STAGE_PAGES: usize = 48;
 /// Staged packets start on this alignment (word copies stay aligned).
 const STAGE_ALIGN: usize = 64;
+/// Posted buffers one received frame may take (a 64 KiB frame in 4 KiB pages); more than the
+/// frontend accepts are dropped when delivered.
+const MAX_RX_FRAGS: usize = 17;
 
 /// A netchannel2 frontend's keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +128,8 @@ pub struct Nc2Vif {
     /// Buffers the NIC filled, (id, length), not yet announced (ring full).
     nic_filled: VecDeque<(u32, u16)>,
     finishes: VecDeque<u32>,
+    /// A message did not fit the back-to-front ring: wait for the frontend to make room.
+    ring_full: bool,
     ops: Vec<CopyOp>,
     credit: Option<Credit>,
     /// This vif's counters.
@@ -258,6 +263,7 @@ impl Nc2Vif {
             backlog: VecDeque::new(),
             nic_filled: VecDeque::new(),
             finishes: VecDeque::new(),
+            ring_full: false,
             ops: Vec::new(),
             credit: None,
             counters,
@@ -504,7 +510,10 @@ impl Nc2Vif {
                 Ok(()) => {
                     self.finishes.pop_front();
                 }
-                Err(SendError::RingFull) => break,
+                Err(SendError::RingFull) => {
+                    self.ring_full = true;
+                    break;
+                }
                 Err(e) => return Err(send_err(e)),
             }
         }
@@ -516,12 +525,12 @@ impl Nc2Vif {
     pub fn tx_final_check<H: Hypervisor>(&mut self, hv: &mut H) -> Result<bool, QueueError> {
         self.publish(hv);
         let mut more = self.be.prepare_to_sleep()?;
-        if !self.finishes.is_empty() || !self.nic_filled.is_empty() {
-            // Wait for ring space: the frontend's consumption wakes us.
-            more |= self
-                .be
-                .producer()
-                .prepare_wait_for_space(packet_message_size(1, 0) as u32)?;
+        if core::mem::take(&mut self.ring_full) {
+            // Wait for room for the largest message we send; the frontend's consumption
+            // wakes us (or there is room already: go on).
+            let largest = packet_message_size(0, usize::from(MAX_PREFIX))
+                .max(packet_message_size(MAX_RX_FRAGS, 0));
+            more |= self.be.producer().prepare_wait_for_space(largest as u32)?;
         }
         Ok(more)
     }
@@ -570,7 +579,10 @@ impl Nc2Vif {
             let meta = PacketMeta::new(0, PacketKind::PrePosted);
             match self.be.send_packet(&meta, &[frag], &[]) {
                 Ok(()) => {}
-                Err(SendError::RingFull) => break,
+                Err(SendError::RingFull) => {
+                    self.ring_full = true;
+                    break;
+                }
                 Err(e) => return Err(send_err(e)),
             }
             self.nic_filled.pop_front();
@@ -585,17 +597,24 @@ impl Nc2Vif {
                 let meta = rx_meta(PacketKind::Small, f);
                 match self.be.send_packet(&meta, &[], &f.data) {
                     Ok(()) => {}
-                    Err(SendError::RingFull) => break,
+                    Err(SendError::RingFull) => {
+                        self.ring_full = true;
+                        break;
+                    }
                     Err(e) => return Err(send_err(e)),
                 }
             } else {
                 let n = len.div_ceil(PAGE);
-                if self.bufs.idle() < n
-                    || !self
-                        .be
-                        .producer()
-                        .has_space(packet_message_size(n, 0) as u32)?
+                if self.bufs.idle() < n {
+                    // The frontend's next POST_BUFFERS wakes us.
+                    break;
+                }
+                if !self
+                    .be
+                    .producer()
+                    .has_space(packet_message_size(n, 0) as u32)?
                 {
+                    self.ring_full = true;
                     break;
                 }
                 let mut frags = Vec::with_capacity(n);
@@ -615,6 +634,7 @@ impl Nc2Vif {
                     let ids: Vec<u32> = frags.iter().map(|f| f.gref).collect();
                     self.bufs.untake(&ids);
                     if e == SendError::RingFull {
+                        self.ring_full = true;
                         break;
                     }
                     return Err(send_err(e));

@@ -389,3 +389,68 @@ fn a_full_ring_holds_frames_back_until_the_frontend_makes_room() {
     let got: Vec<Vec<u8>> = a.received.iter().map(|r| r.data.clone()).collect();
     assert_eq!(got, sent);
 }
+
+#[test]
+fn scribbling_nc2_frontends_never_hurt_netback_or_other_guests() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut cut_off = 0;
+    for round in 0..40 {
+        let mut nb = netback();
+        let mut bad = nc2_guest(&mut nb, 5, Nc2Opts::default());
+        let mut good = nc2_guest(&mut nb, 7, Nc2Opts::default());
+        toolstack_add(nb.hv_mut(), 6, 0);
+        nb.poll();
+        let mut b = Guest::connect(nb.hv_mut(), 6, 0, GuestOpts::default());
+        settle2(&mut nb, &mut [&mut b], &mut [&mut bad, &mut good]);
+        // Traffic both ways while the hostile one scribbles.
+        for i in 0..4u8 {
+            b.send(nb.hv_mut(), &frame(mac_of(5), mac_of(6), 1500, i));
+            bad.scribble(nb.hv_mut(), &mut seed, 1 + round % 8);
+            for _ in 0..3 {
+                nb.poll();
+            }
+        }
+        let f = frame(mac_of(7), mac_of(6), 1400, round as u8);
+        b.send(nb.hv_mut(), &f);
+        settle2(&mut nb, &mut [&mut b], &mut [&mut good]);
+        assert_eq!(good.received.last().unwrap().data, f, "round {round}");
+        assert_eq!(nb.counters((7, 0)).unwrap().protocol_errors, 0);
+        if !nb.is_connected((5, 0)) {
+            cut_off += 1;
+            assert_eq!(nb.counters((5, 0)).unwrap().protocol_errors, 1);
+            assert!(nb.hv().peek(&format!("{}/error", be_path(5, 0))).is_some());
+        }
+    }
+    assert!(
+        cut_off > 20,
+        "most scribblers were caught ({cut_off} of 40)"
+    );
+}
+
+#[test]
+fn a_posted_buffer_netback_cannot_write_disconnects_the_vif() {
+    let mut nb = netback();
+    let mut a = nc2_guest(&mut nb, 5, Nc2Opts::default());
+    a.repost = false;
+    toolstack_add(nb.hv_mut(), 6, 0);
+    nb.poll();
+    let mut b = Guest::connect(nb.hv_mut(), 6, 0, GuestOpts::default());
+    settle2(&mut nb, &mut [&mut b], &mut [&mut a]);
+    b.send(nb.hv_mut(), &frame(mac_of(5), mac_of(6), 1000, 1));
+    settle2(&mut nb, &mut [&mut b], &mut [&mut a]);
+    let used = a.received[0].bufs[0];
+    // Re-posted under a read-only grant.
+    let (g, mem) = {
+        let hv = nb.hv_mut();
+        let (f, mem) = hv.alloc_page(5);
+        (hv.grant(5, f, BACKEND, true), mem)
+    };
+    a.replace_buffer(used, g, mem);
+    a.post(&[used]);
+    a.push(nb.hv_mut());
+    nb.poll();
+    assert!(!nb.is_connected((5, 0)));
+    let why = nb.hv().peek(&format!("{}/error", be_path(5, 0))).unwrap();
+    assert!(String::from_utf8_lossy(why).contains(&format!("grant {g}")));
+    assert_eq!(nb.hv().live_mappings(), 2, "only B's rings stay mapped");
+}

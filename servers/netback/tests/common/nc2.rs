@@ -282,6 +282,30 @@ impl Nc2Guest {
         hv.guest_notify(self.dom, self.port);
     }
 
+    /// Hostile: scribbles `words` pseudo-random words over the control area and both rings
+    /// (half of them on the indices and event thresholds), kicks.
+    pub fn scribble(&mut self, hv: &mut SimHypervisor, seed: &mut u64, words: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for _ in 0..words {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            let v = (*seed >> 32) as u32;
+            match *seed % 4 {
+                0 => self
+                    .control
+                    .store_u32((*seed as usize >> 8) % 64 * 4, v, Relaxed),
+                1 => self
+                    .control
+                    .store_u32([0, 4, 64, 68][(*seed as usize >> 8) % 4], v, Relaxed),
+                _ => self
+                    .f2b
+                    .store_u32((*seed as usize >> 8) % 1024 * 4, v, Relaxed),
+            }
+        }
+        hv.guest_notify(self.dom, self.port);
+    }
+
     /// Goes Closing then Closed, as a frontend does on unplug.
     pub fn close(&mut self, hv: &mut SimHypervisor, nb: &mut impl FnMut(&mut SimHypervisor)) {
         let fe = fe_path(self.dom, self.devid);

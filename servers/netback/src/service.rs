@@ -239,7 +239,11 @@ impl<H: Hypervisor> Netback<H> {
         }
         self.ids
             .iter()
-            .filter(|(_, id)| self.vifs.get(id).is_some_and(|(_, v)| v.nc2.is_some()))
+            .filter(|(_, id)| {
+                self.vifs
+                    .get(id)
+                    .is_some_and(|(_, v)| v.nc2.as_ref().is_some_and(Nc2Vif::nic_capable))
+            })
             .filter_map(|(k, _)| self.macs.get(k).copied().flatten())
             .collect()
     }
@@ -300,6 +304,9 @@ impl<H: Hypervisor> Netback<H> {
             };
             if !v.nic_done(buf, filled) {
                 continue;
+            }
+            if d.status == qpair::RxStatus::Refused {
+                v.nic_refuse();
             }
             if filled.is_some() {
                 // The switch still learns the sender; the CPU reads only the header.

@@ -81,7 +81,9 @@ struct Bed {
     svc: Service,
 }
 
-fn bed() -> (Netback<SimHypervisor>, Bed) {
+/// The bed; `window` limits the bus range nic-ixgbe accepts netback's buffers in (default:
+/// all of the model's memory).
+fn bed(limit: Option<Window>) -> (Netback<SimHypervisor>, Bed) {
     let model = Model::new(ixgbe_model::Chip::X82599, NIC_MAC);
     // Guest pages, netback's DMA region and the NIC's rings all live in model memory.
     std::mem::forget(model.clone());
@@ -98,10 +100,10 @@ fn bed() -> (Netback<SimHypervisor>, Bed) {
     nb.hv_mut()
         .set_page_source(Box::new(move || window(&src, 4096)));
     // netback's buffers, wherever the bus puts them (the model hands out addresses upwards).
-    let svc = Service::new(&[Window {
+    let svc = Service::new(&[limit.unwrap_or(Window {
         start: 0x1_0000_0000,
         end: 0x100_0000_0000,
-    }]);
+    })]);
     (nb, Bed { model, nic, svc })
 }
 
@@ -133,7 +135,7 @@ fn run(
 
 #[test]
 fn nc2_guests_receive_from_the_wire_into_their_own_pages_and_send_in_order() {
-    let (mut nb, mut b) = bed();
+    let (mut nb, mut b) = bed(None);
     let (dma_mem, dma_bus) = window(&b.model, PORT_CFG.dma_bytes());
     let chan: Vec<AtomicU64> = (0..LAYOUT.words()).map(|_| AtomicU64::new(0)).collect();
     let mut nic_end = NicEnd::new(&chan, LAYOUT).unwrap();
@@ -279,4 +281,51 @@ fn nc2_guests_receive_from_the_wire_into_their_own_pages_and_send_in_order() {
     assert_eq!(nb.nic_held_mappings(), 0);
     assert_eq!(nb.hv().live_mappings(), 0, "every mapping returned");
     assert_eq!(nb.staging_outstanding(), 0);
+}
+
+#[test]
+fn guest_pages_the_nic_refuses_fall_back_to_copies() {
+    // nic-ixgbe only takes buffers in netback's own DMA region (allocated first, so the
+    // guests' pages lie above it): it refuses the guest's pages.
+    let (mut nb, mut b) = bed(Some(Window { start: 0, end: 1 }));
+    let (dma_mem, dma_bus) = window(&b.model, PORT_CFG.dma_bytes());
+    b.svc = Service::new(&[Window {
+        start: dma_bus,
+        end: dma_bus + PORT_CFG.dma_bytes() as u64,
+    }]);
+    let chan: Vec<AtomicU64> = (0..LAYOUT.words()).map(|_| AtomicU64::new(0)).collect();
+    let mut nic_end = NicEnd::new(&chan, LAYOUT).unwrap();
+    let mut port = NicPort::new(
+        NetbackEnd::new(&chan, LAYOUT).unwrap(),
+        DmaRegion {
+            mem: dma_mem,
+            bus: dma_bus,
+        },
+        PORT_CFG,
+    )
+    .unwrap();
+    nb.attach_nic();
+    toolstack_add(nb.hv_mut(), 5, 0);
+    nb.poll();
+    let mut ga = Nc2Guest::connect(nb.hv_mut(), 5, 0, Nc2Opts::default());
+    run(&mut nb, &mut port, &mut nic_end, &mut b, &mut [&mut ga]);
+    run(&mut nb, &mut port, &mut nic_end, &mut b, &mut [&mut ga]);
+    assert!(b.svc.refusals.outside_window > 0);
+    assert!(nb.guest_rx_macs().is_empty(), "no guest pool any more");
+    assert!(
+        port.pool_of(&mac_of(5)).is_some(),
+        "an ordinary pool instead"
+    );
+    let mut sent = Vec::new();
+    for i in 0..6u8 {
+        let f = frame(mac_of(5), WIRE, 300 + 200 * usize::from(i), i);
+        b.model.inject(&f);
+        sent.push(f);
+    }
+    run(&mut nb, &mut port, &mut nic_end, &mut b, &mut [&mut ga]);
+    let got: Vec<Vec<u8>> = ga.received.iter().map(|r| r.data.clone()).collect();
+    assert_eq!(got, sent);
+    let c = nb.counters((5, 0)).unwrap();
+    assert_eq!((c.rx_zero_copy, c.rx_copies), (0, 6));
+    assert_eq!(b.model.violations(), Vec::<String>::new());
 }

@@ -56,6 +56,7 @@ pub enum PostError {
 pub struct BufferTable {
     bufs: Vec<Buf>,
     idle: VecDeque<u32>,
+    reachable: Option<bool>,
 }
 
 impl BufferTable {
@@ -70,7 +71,13 @@ impl BufferTable {
                 })
                 .collect(),
             idle: VecDeque::new(),
+            reachable: None,
         }
+    }
+
+    /// Whether a device can reach the posted pages (known once one is mapped).
+    pub fn device_reachable(&self) -> bool {
+        self.reachable == Some(true)
     }
 
     /// Takes posted buffers (ids already validated by libnc2): maps what is not mapped yet in
@@ -116,7 +123,10 @@ impl BufferTable {
         let mut bad = None;
         for (&(i, gref), r) in need.iter().zip(out) {
             match r {
-                Ok(m) => self.bufs[i].map = Some(m),
+                Ok(m) => {
+                    self.reachable.get_or_insert(m.bus.is_some());
+                    self.bufs[i].map = Some(m)
+                }
                 Err(status) => {
                     bad.get_or_insert(PostError::Map { gref, status });
                 }

@@ -130,6 +130,8 @@ pub struct Nc2Vif {
     finishes: VecDeque<u32>,
     /// A message did not fit the back-to-front ring: wait for the frontend to make room.
     ring_full: bool,
+    /// The NIC refused our buffers (e.g. outside netback's bus windows): copy instead.
+    nic_refused: bool,
     ops: Vec<CopyOp>,
     credit: Option<Credit>,
     /// This vif's counters.
@@ -264,6 +266,7 @@ impl Nc2Vif {
             nic_filled: VecDeque::new(),
             finishes: VecDeque::new(),
             ring_full: false,
+            nic_refused: false,
             ops: Vec::new(),
             credit: None,
             counters,
@@ -651,6 +654,24 @@ impl Nc2Vif {
             self.publish(hv);
         }
         Ok(sent)
+    }
+
+    /// Whether the vif's NIC pool should receive into the posted buffers: they are mapped
+    /// where a device reaches them, and the NIC has not refused them.
+    pub fn nic_capable(&self) -> bool {
+        self.bufs.device_reachable() && !self.nic_refused
+    }
+
+    /// The NIC refused a buffer: from now on frames from the NIC are copied (through
+    /// netback's own buffers) like any other.
+    pub fn nic_refuse(&mut self) {
+        if !self.nic_refused {
+            log::warn!(
+                "vif of domain {}: the NIC refused its posted buffers; copying instead",
+                self.dom
+            );
+        }
+        self.nic_refused = true;
     }
 
     /// Up to `n` idle buffers for the vif's NIC pool: (buffer id, bus address).

@@ -454,3 +454,58 @@ fn a_posted_buffer_netback_cannot_write_disconnects_the_vif() {
     assert!(String::from_utf8_lossy(why).contains(&format!("grant {g}")));
     assert_eq!(nb.hv().live_mappings(), 2, "only B's rings stay mapped");
 }
+
+#[test]
+fn offloads_follow_what_each_nc2_frontend_accepts() {
+    let mut nb = netback();
+    let mut off = nc2_guest(
+        &mut nb,
+        5,
+        Nc2Opts {
+            offload: true,
+            ..Nc2Opts::default()
+        },
+    );
+    let mut plain = nc2_guest(&mut nb, 7, Nc2Opts::default());
+    toolstack_add(nb.hv_mut(), 6, 0);
+    nb.poll();
+    let mut b = Guest::connect(nb.hv_mut(), 6, 0, GuestOpts::default());
+    settle2(&mut nb, &mut [&mut b], &mut [&mut off, &mut plain]);
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    let gso = libnc2::netif::ExtraInfo::Gso {
+        size: 1400,
+        gso_type: libnc2::netif::extra::GSO_TCPV4,
+        features: 0,
+    };
+    let blank = libnc2::netif::tx::NETTXF_CSUM_BLANK;
+    for dst in [5, 7] {
+        let f = tcp4(mac_of(dst), mac_of(6), &payload);
+        assert!(b.queue_frame(0, &f, blank, &[gso]));
+        b.push(nb.hv_mut(), 0);
+    }
+    settle2(&mut nb, &mut [&mut b], &mut [&mut off, &mut plain]);
+
+    // Accepted: one super-frame, checksum blank at the place the guest is told.
+    assert_eq!(off.received.len(), 1);
+    let r = &off.received[0];
+    assert_eq!(r.meta.seg, libnc2::nc2::Segmentation::TcpV4);
+    assert_eq!(r.meta.mss, 1400);
+    assert_ne!(r.meta.flags & libnc2::nc2::msg::PKT_CSUM_BLANK, 0);
+    assert_eq!((r.meta.csum_start, r.meta.csum_offset), (34, 16));
+    assert_eq!(r.bufs.len(), 1, "3054 bytes fit one posted page");
+    let mut full = r.data.clone();
+    netback::offload::fill_checksum(&mut full).unwrap();
+    assert!(tcp4_ok(&full));
+    assert_eq!(tcp4_payload(&full), &payload[..]);
+
+    // Not accepted: segments with their checksums filled in.
+    assert_eq!(plain.received.len(), 3);
+    let mut joined = Vec::new();
+    for r in &plain.received {
+        assert_eq!(r.meta.seg, libnc2::nc2::Segmentation::None);
+        assert_eq!(r.meta.flags & libnc2::nc2::msg::PKT_CSUM_BLANK, 0);
+        assert!(tcp4_ok(&r.data));
+        joined.extend_from_slice(tcp4_payload(&r.data));
+    }
+    assert_eq!(joined, payload);
+}

@@ -545,12 +545,13 @@ impl Nc2Vif {
         }
     }
 
-    /// Queues a frame from the switch for the guest, completing in software what it cannot
-    /// take; drops (and counts) what the backlog or the frontend cannot take.
+    /// Queues a frame from the switch for the guest, completing in software what its
+    /// SET_OFFLOAD does not accept (a blank checksum, a GSO super-frame); drops (and counts)
+    /// what the backlog or the frontend cannot take.
     pub fn deliver(&mut self, frame: Frame) {
-        // PRE_POSTED packets carry no checksum position, so blank checksums are filled and
-        // GSO frames segmented here whatever the frontend's SET_OFFLOAD allows.
-        let frames = match offload::complete(frame, |_| false, false) {
+        let o = self.be.status().peer_offload;
+        let gso_ok = |ty| (ty == GSO_TCPV4 && o.tso4) || (ty == GSO_TCPV6 && o.tso6);
+        let frames = match offload::complete(frame, gso_ok, o.csum) {
             Ok(f) => f,
             Err(_) => {
                 self.counters.rx_drops += 1;
@@ -597,16 +598,31 @@ impl Nc2Vif {
         while let Some(f) = self.backlog.front() {
             let len = f.data.len();
             if len <= usize::from(MAX_PREFIX) {
-                let meta = rx_meta(PacketKind::Small, f);
+                let Some(meta) = rx_meta(PacketKind::Small, f) else {
+                    self.backlog.pop_front();
+                    self.counters.rx_drops += 1;
+                    continue;
+                };
                 match self.be.send_packet(&meta, &[], &f.data) {
                     Ok(()) => {}
                     Err(SendError::RingFull) => {
                         self.ring_full = true;
                         break;
                     }
-                    Err(e) => return Err(send_err(e)),
+                    Err(SendError::Peer(p)) => return Err(QueueError::Ring(p)),
+                    Err(_) => {
+                        // A frame the wire format cannot carry (another guest sent it): drop.
+                        self.backlog.pop_front();
+                        self.counters.rx_drops += 1;
+                        continue;
+                    }
                 }
             } else {
+                let Some(meta) = rx_meta(PacketKind::PrePosted, f) else {
+                    self.backlog.pop_front();
+                    self.counters.rx_drops += 1;
+                    continue;
+                };
                 let n = len.div_ceil(PAGE);
                 if self.bufs.idle() < n {
                     // The frontend's next POST_BUFFERS wakes us.
@@ -632,15 +648,21 @@ impl Nc2Vif {
                         gref: id,
                     });
                 }
-                let meta = rx_meta(PacketKind::PrePosted, f);
                 if let Err(e) = self.be.send_packet(&meta, &frags, &[]) {
                     let ids: Vec<u32> = frags.iter().map(|f| f.gref).collect();
                     self.bufs.untake(&ids);
-                    if e == SendError::RingFull {
-                        self.ring_full = true;
-                        break;
+                    match e {
+                        SendError::RingFull => {
+                            self.ring_full = true;
+                            break;
+                        }
+                        SendError::Peer(p) => return Err(QueueError::Ring(p)),
+                        _ => {
+                            self.backlog.pop_front();
+                            self.counters.rx_drops += 1;
+                            continue;
+                        }
                     }
-                    return Err(send_err(e));
                 }
                 self.counters.copy_bytes += len as u64;
             }
@@ -720,10 +742,27 @@ fn tx_offload(m: &PacketMeta) -> Offload {
     }
 }
 
-fn rx_meta(kind: PacketKind, f: &Frame) -> PacketMeta {
+/// The packet fields of a frame for the guest (its offloads were already cut down to what
+/// the guest accepts); `None` if a blank checksum cannot be located (the frame is dropped).
+fn rx_meta(kind: PacketKind, f: &Frame) -> Option<PacketMeta> {
     let mut m = PacketMeta::new(0, kind);
-    if f.offload.data_validated {
+    let o = f.offload;
+    if o.data_validated || o.csum_blank {
         m.flags |= PKT_DATA_VALIDATED;
     }
-    m
+    if o.csum_blank {
+        let (start, offset) = offload::checksum_location(&f.data).ok()?;
+        m.flags |= PKT_CSUM_BLANK;
+        m.csum_start = start;
+        m.csum_offset = offset;
+    }
+    if let Some((ty, mss)) = o.gso {
+        m.seg = match ty {
+            GSO_TCPV4 => Segmentation::TcpV4,
+            GSO_TCPV6 => Segmentation::TcpV6,
+            _ => return None,
+        };
+        m.mss = mss;
+    }
+    Some(m)
 }

@@ -31,6 +31,8 @@ pub struct Nc2Opts {
     pub tx: TxKind,
     /// Bytes of each long packet sent inline as the prefix.
     pub prefix: usize,
+    /// Accepts blank checksums and TCP segmentation (SET_OFFLOAD).
+    pub offload: bool,
 }
 
 impl Default for Nc2Opts {
@@ -39,6 +41,7 @@ impl Default for Nc2Opts {
             buffers: 32,
             tx: TxKind::Copy,
             prefix: 64,
+            offload: false,
         }
     }
 }
@@ -50,6 +53,8 @@ pub struct Nc2Received {
     pub kind: PacketKind,
     /// Buffer ids it came in (pre-posted packets).
     pub bufs: Vec<u32>,
+    /// Its offload fields.
+    pub meta: PacketMeta,
 }
 
 pub struct Nc2Guest {
@@ -103,6 +108,16 @@ impl Nc2Guest {
             cfg,
         )
         .unwrap();
+        let mut fe_end = fe_end;
+        if o.offload {
+            fe_end
+                .set_offload(libnc2::nc2::Offload {
+                    csum: true,
+                    tso4: true,
+                    tso6: true,
+                })
+                .unwrap();
+        }
         for (k, v) in [
             ("nc2-wire-version", "1".to_string()),
             ("nc2-control-ref", cref.to_string()),
@@ -188,6 +203,7 @@ impl Nc2Guest {
                             data,
                             kind: p.meta.kind,
                             bufs,
+                            meta: p.meta,
                         });
                     }
                     Event::Finished { id } => {

@@ -7,6 +7,7 @@ mod common;
 use common::nc2::{Nc2Guest, Nc2Opts, TxKind};
 use common::*;
 use libnc2::nc2::PacketKind;
+use libnc2::netif::rx::NETRXF_CSUM_BLANK;
 use netback::Netback;
 use netback::responder::{arp_request, checksum, echo_request};
 use netback::sim::SimHypervisor;
@@ -508,4 +509,17 @@ fn offloads_follow_what_each_nc2_frontend_accepts() {
         joined.extend_from_slice(tcp4_payload(&r.data));
     }
     assert_eq!(joined, payload);
+
+    // The other way: the nc2 guest leaves checksum and segmentation to the netif guest,
+    // which accepts both (one GSO frame, checksum blank).
+    let f = tcp4(mac_of(6), mac_of(5), &payload);
+    off.send_offloaded(nb.hv_mut(), &f, 34, 16, 1400);
+    settle2(&mut nb, &mut [&mut b], &mut [&mut off, &mut plain]);
+    let got = b.received.last().unwrap();
+    assert_eq!(got.data, f);
+    assert_ne!(got.flags & NETRXF_CSUM_BLANK, 0);
+    assert!(matches!(
+        got.extras[..],
+        [libnc2::netif::ExtraInfo::Gso { size: 1400, .. }]
+    ));
 }

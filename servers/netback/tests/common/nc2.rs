@@ -240,9 +240,34 @@ impl Nc2Guest {
 
     /// Queues one packet without kicking; false if it cannot go now.
     pub fn try_send(&mut self, data: &[u8]) -> bool {
+        self.try_send_meta(data, |_| {})
+    }
+
+    /// Sends a TCP super-frame with a blank checksum at (`start`, `offset`), segmented by
+    /// the backend's side at `mss`; kicks.
+    pub fn send_offloaded(
+        &mut self,
+        hv: &mut SimHypervisor,
+        data: &[u8],
+        start: u16,
+        offset: u16,
+        mss: u16,
+    ) {
+        assert!(self.try_send_meta(data, |m| {
+            m.flags |= libnc2::nc2::msg::PKT_CSUM_BLANK;
+            m.csum_start = start;
+            m.csum_offset = offset;
+            m.seg = libnc2::nc2::Segmentation::TcpV4;
+            m.mss = mss;
+        }));
+        self.push(hv);
+    }
+
+    fn try_send_meta(&mut self, data: &[u8], edit: impl Fn(&mut PacketMeta)) -> bool {
         let id = self.next_id % 256;
         if data.len() <= 256 {
-            let meta = PacketMeta::new(id, PacketKind::Small);
+            let mut meta = PacketMeta::new(id, PacketKind::Small);
+            edit(&mut meta);
             if self.fe.send_packet(&meta, &[], data).is_err() {
                 return false;
             }
@@ -274,7 +299,8 @@ impl Nc2Guest {
             TxKind::Copy => PacketKind::ReceiverCopy,
             TxKind::Map => PacketKind::ReceiverMap,
         };
-        let meta = PacketMeta::new(id, kind);
+        let mut meta = PacketMeta::new(id, kind);
+        edit(&mut meta);
         if self.fe.send_packet(&meta, &frags, prefix).is_err() {
             self.tx_free.extend(pages);
             return false;

@@ -366,6 +366,14 @@ impl<H: Hypervisor> Netback<H> {
                     active.insert((*id, qi));
                 }
             }
+            if vif
+                .nc2
+                .as_ref()
+                .and_then(Nc2Vif::throttled_until)
+                .is_some_and(|t| t <= now)
+            {
+                active.insert((*id, 0));
+            }
         }
         for p in pending {
             if let Some(&q) = self.ports.get(&p) {

@@ -523,3 +523,36 @@ fn offloads_follow_what_each_nc2_frontend_accepts() {
         [libnc2::netif::ExtraInfo::Gso { size: 1400, .. }]
     ));
 }
+
+#[test]
+fn the_toolstack_rate_limits_nc2_guest_transmit() {
+    let mut nb = netback();
+    nb.attach_nic();
+    toolstack_add(nb.hv_mut(), 5, 0);
+    nb.hv_mut()
+        .store_write(&format!("{}/rate", be_path(5, 0)), b"1000,1000");
+    nb.poll();
+    let mut a = Nc2Guest::connect(nb.hv_mut(), 5, 0, Nc2Opts::default());
+    nb.poll();
+    a.poll(nb.hv_mut());
+    assert!(nb.is_connected((5, 0)));
+    for i in 0..10 {
+        assert!(a.try_send(&frame([2, 0, 0, 0, 0, 9], mac_of(5), 500, i)));
+    }
+    a.push(nb.hv_mut());
+    let sent = |nb: &Netback<SimHypervisor>| nb.counters((5, 0)).unwrap().tx_packets;
+    nb.poll();
+    assert_eq!(sent(&nb), 2, "1000 bytes of credit");
+    assert_eq!(nb.next_deadline(), Some(1_000_000));
+    nb.poll();
+    assert_eq!(sent(&nb), 2, "nothing more in the same window");
+    nb.hv_mut().clock_ns = 1_000_000;
+    nb.poll();
+    assert_eq!(sent(&nb), 4);
+    nb.hv_mut().clock_ns = 50_000_000;
+    nb.poll();
+    assert_eq!(sent(&nb), 6);
+    assert_eq!(nb.take_nic_frames().len(), 6);
+    a.poll(nb.hv_mut());
+    assert_eq!(a.finished, 6);
+}

@@ -37,6 +37,8 @@ pub struct VifCounters {
     pub rx_zero_copy: u64,
     /// Posted buffers whose grant was already mapped (re-posted: no grant operation).
     pub grant_reuse: u64,
+    /// Guest frames the NIC sent straight from the guest's page (no copy).
+    pub tx_zero_copy: u64,
 }
 
 impl VifCounters {
@@ -62,6 +64,7 @@ impl VifCounters {
         self.rx_copies = self.rx_copies.wrapping_add(o.rx_copies);
         self.rx_zero_copy = self.rx_zero_copy.wrapping_add(o.rx_zero_copy);
         self.grant_reuse = self.grant_reuse.wrapping_add(o.grant_reuse);
+        self.tx_zero_copy = self.tx_zero_copy.wrapping_add(o.tx_zero_copy);
     }
 }
 
@@ -69,7 +72,7 @@ impl fmt::Display for VifCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "tx {} pkts {} B {} err, rx {} pkts {} B {} drop, grant {} calls {} ops {} B copied, {} notify, {} proto-err, rx {} copied {} zero-copy, {} grants reused",
+            "tx {} pkts {} B {} err, rx {} pkts {} B {} drop, grant {} calls {} ops {} B copied, {} notify, {} proto-err, rx {} copied {} zero-copy, {} grants reused, tx {} zero-copy",
             self.tx_packets,
             self.tx_bytes,
             self.tx_errors,
@@ -83,7 +86,8 @@ impl fmt::Display for VifCounters {
             self.protocol_errors,
             self.rx_copies,
             self.rx_zero_copy,
-            self.grant_reuse
+            self.grant_reuse,
+            self.tx_zero_copy
         )
     }
 }

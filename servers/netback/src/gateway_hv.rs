@@ -11,9 +11,9 @@
 //!   that crosses a page is split into per-page pieces, and an out-of-page grant side or an
 //!   unknown region is that operation's `GNTST_bad_copy_arg` status;
 //! - a mapping's handle is its grant-window page index, so unmapping needs no table;
-//! - a writable mapping's bus address is its guest-physical address (`xen_grant_bus`): under
-//!   Xen HVM with an IOMMU the NIC reaches nc2dd's physmap at the same addresses, which is
-//!   what lets the NIC write a guest's posted buffer directly;
+//! - a mapping's bus address is its guest-physical address (`xen_grant_bus`): under Xen HVM
+//!   with an IOMMU the NIC reaches nc2dd's physmap at the same addresses, which is what lets
+//!   the NIC write a guest's posted buffer, or send from a guest's page, directly;
 //! - the kernel posts one Xen event bit for all of netback's ports and says not which one fired,
 //!   so [`GatewayHv::evtchn_take_pending`] reports every bound port after an event was noted
 //!   ([`GatewayHv::note_event`]) or after a xenstore request, whose wait may have consumed the
@@ -235,15 +235,11 @@ impl Hypervisor for GatewayHv {
                 // `grant_unmap` of this handle; the guest writes it concurrently, which
                 // SharedMem's atomic accesses allow.
                 let mem = unsafe { SharedMem::from_raw(base, PAGE) };
-                // Only writable pages are ever handed to a device (posted receive buffers).
                 // Assumed here: under Xen HVM with an IOMMU, nc2dd's devices are translated
                 // through nc2dd's own physmap, so a grant mapped into it is reachable at its
-                // guest-physical address, which the gateway reports as the bus address.
-                let bus = if readonly {
-                    None
-                } else {
-                    syscall::xen_grant_bus(va).ok()
-                };
+                // guest-physical address, which the gateway reports as the bus address (a
+                // read-only grant only for device reads: frames the NIC transmits).
+                let bus = syscall::xen_grant_bus(va).ok();
                 out.push(Ok(Mapping { handle, mem, bus }));
             }
         }

@@ -16,6 +16,10 @@
 //! once (a frame, an error, or unused when the pool is released), so the caller knows when the
 //! NIC can no longer write the page.
 //!
+//! Guest transmit buffers likewise: a frame already in a guest's page ([`NicOut::Guest`]) is
+//! posted by bus address on the pool of its source MAC, and comes back exactly once as a
+//! [`GuestTxDone`] (sent, or not: no pool, too long, no room, refused, discarded).
+//!
 //! Invariants: a completion is acted on only if its id is a buffer of the pool it names and
 //! that buffer is outstanding in that direction (anything else is counted and ignored); a
 //! frame is only posted for a pool the NIC allocated and not released; frames longer than
@@ -84,6 +88,8 @@ struct Pool {
     guest_rx: bool,
     /// Guest buffers outstanding at the NIC.
     guest_out: u32,
+    /// Guest transmit buffers outstanding at the NIC.
+    guest_tx_out: u32,
     rx_posted: Vec<bool>,
     tx_free: Vec<u32>,
     tx_busy: Vec<bool>,
@@ -134,6 +140,37 @@ pub struct GuestRxDone {
     pub status: RxStatus,
 }
 
+/// A frame in a guest's page for the wire: `len` bytes at bus address `bus`, sent from `src`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestTxBuf {
+    /// The caller's name for it.
+    pub tag: u64,
+    /// Bus address of the frame's first byte.
+    pub bus: u64,
+    /// Its length.
+    pub len: u16,
+    /// Its source MAC (whose pool sends it).
+    pub src: Mac,
+}
+
+/// A guest transmit buffer the NIC is done with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestTxDone {
+    /// The tag it was given with.
+    pub tag: u64,
+    /// Whether it went on the wire.
+    pub sent: bool,
+}
+
+/// Something for the wire, in netback's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NicOut {
+    /// A frame in netback's memory (copied into one of the port's buffers).
+    Frame(Frame),
+    /// A frame in a guest's page (sent from there).
+    Guest(GuestTxBuf),
+}
+
 #[derive(Clone, Copy)]
 struct GuestSlot {
     k: usize,
@@ -150,6 +187,9 @@ pub struct NicPort<'a> {
     guest: Vec<Option<GuestSlot>>,
     guest_free: Vec<u32>,
     guest_done: Vec<GuestRxDone>,
+    gtx: Vec<Option<GuestSlot>>,
+    gtx_free: Vec<u32>,
+    gtx_done: Vec<GuestTxDone>,
     by_nic: [Option<usize>; qpair::msg::MAX_POOLS as usize],
     kick: bool,
     /// What happened so far.
@@ -175,6 +215,9 @@ impl<'a> NicPort<'a> {
             guest: Vec::new(),
             guest_free: Vec::new(),
             guest_done: Vec::new(),
+            gtx: Vec::new(),
+            gtx_free: Vec::new(),
+            gtx_done: Vec::new(),
             by_nic: [None; qpair::msg::MAX_POOLS as usize],
             kick: false,
             stats: PortStats::default(),
@@ -242,6 +285,7 @@ impl<'a> NicPort<'a> {
                 state: PoolState::Requested,
                 guest_rx: guest_rx.contains(mac),
                 guest_out: 0,
+                guest_tx_out: 0,
                 rx_posted: vec![false; per_rx],
                 tx_free: (0..self.cfg.tx_per_pool).rev().collect(),
                 tx_busy: vec![false; self.cfg.tx_per_pool as usize],
@@ -394,6 +438,12 @@ impl<'a> NicPort<'a> {
                             });
                         }
                         self.release_guest_slot(i);
+                    }
+                    let left: Vec<usize> = (0..self.gtx.len())
+                        .filter(|&i| matches!(self.gtx[i], Some(g) if g.k == k))
+                        .collect();
+                    for i in left {
+                        self.finish_guest_tx(i, false);
                     }
                     self.pools[k] = None
                 }
@@ -548,7 +598,36 @@ impl<'a> NicPort<'a> {
         core::mem::take(&mut self.guest_done)
     }
 
+    fn finish_guest_tx(&mut self, i: usize, sent: bool) {
+        if let Some(g) = self.gtx.get_mut(i).and_then(Option::take) {
+            if let Some(p) = self.pools[g.k].as_mut() {
+                p.guest_tx_out = p.guest_tx_out.saturating_sub(1);
+            }
+            self.gtx_free.push(i as u32);
+            self.gtx_done.push(GuestTxDone { tag: g.tag, sent });
+        }
+    }
+
+    /// Guest transmit buffers the NIC is done with since the last call.
+    pub fn take_guest_tx_done(&mut self) -> Vec<GuestTxDone> {
+        core::mem::take(&mut self.gtx_done)
+    }
+
     fn tx_done(&mut self, d: TxDone) {
+        if d.id & GUEST_ID_BIT != 0 {
+            let i = (d.id & !GUEST_ID_BIT) as usize;
+            let k = self.by_nic.get(usize::from(d.pool)).copied().flatten();
+            if !matches!(self.gtx.get(i), Some(Some(g)) if Some(g.k) == k) {
+                self.stats.bogus += 1;
+                return;
+            }
+            let sent = d.status == qpair::TxStatus::Sent;
+            if !sent {
+                self.stats.tx_failed += 1;
+            }
+            self.finish_guest_tx(i, sent);
+            return;
+        }
         let rx_n = self.cfg.rx_per_pool as usize;
         let Some((k, i)) = self.locate(d.pool, d.id).filter(|&(_, i)| i >= rx_n) else {
             self.stats.bogus += 1;
@@ -574,29 +653,111 @@ impl<'a> NicPort<'a> {
         &mut self,
         frames: impl IntoIterator<Item = Frame>,
     ) -> Result<(), ChannelError> {
+        self.transmit_out(frames.into_iter().map(NicOut::Frame).collect())
+    }
+
+    fn ready_pool_of(&self, src: Option<Mac>) -> Option<usize> {
+        let src = src?;
+        self.pools.iter().position(
+            |p| matches!(p, Some(p) if p.mac == src && matches!(p.state, PoolState::Ready(_))),
+        )
+    }
+
+    /// Posts a guest's frame by bus address on its source's pool; `None` if it cannot go.
+    fn guest_tx_post(&mut self, g: &GuestTxBuf) -> Option<TxPost> {
+        let len = usize::from(g.len);
+        let k = self.ready_pool_of(Some(g.src))?;
+        let p = self.pools[k].as_mut()?;
+        let PoolState::Ready(n) = p.state else {
+            return None;
+        };
+        if !(ETH_HLEN..=MAX_WIRE_FRAME).contains(&len) || p.guest_tx_out >= self.cfg.tx_per_pool {
+            return None;
+        }
+        p.guest_tx_out += 1;
+        let i = match self.gtx_free.pop() {
+            Some(i) => i as usize,
+            None => {
+                self.gtx.push(None);
+                self.gtx.len() - 1
+            }
+        };
+        self.gtx[i] = Some(GuestSlot {
+            k,
+            tag: g.tag,
+            len: g.len,
+        });
+        Some(TxPost {
+            pool: n,
+            id: GUEST_ID_BIT | i as u32,
+            addr: g.bus,
+            len: g.len,
+        })
+    }
+
+    /// Posts `items` for the wire in order, each through its source MAC's pool: frames are
+    /// copied into the port's buffers, guest frames are sent from the guest's page.
+    pub fn transmit_out(&mut self, items: Vec<NicOut>) -> Result<(), ChannelError> {
         let mut posts = Vec::new();
         let per = self.per_pool();
         let rx_n = self.cfg.rx_per_pool;
-        // The queue pair carries no offload metadata: segment and checksum here.
-        let frames =
-            frames
-                .into_iter()
-                .flat_map(|f| match offload::complete(f, |_| false, false) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        self.stats.tx_drops += 1;
-                        Vec::new()
+        let mut frames: Vec<Frame> = Vec::new();
+        for item in items {
+            let g = match item {
+                NicOut::Frame(f) => {
+                    // The queue pair carries no offload metadata: segment and checksum here.
+                    match offload::complete(f, |_| false, false) {
+                        Ok(v) => frames.extend(v),
+                        Err(_) => self.stats.tx_drops += 1,
                     }
-                });
-        let frames: Vec<Frame> = frames.collect();
+                    continue;
+                }
+                NicOut::Guest(g) => g,
+            };
+            // Frames queued before this one go first (one pool's order is the wire's).
+            self.post_frames(core::mem::take(&mut frames), &mut posts, per, rx_n);
+            match self.guest_tx_post(&g) {
+                Some(p) => posts.push(p),
+                None => {
+                    self.stats.tx_drops += 1;
+                    self.gtx_done.push(GuestTxDone {
+                        tag: g.tag,
+                        sent: false,
+                    });
+                }
+            }
+        }
+        self.post_frames(frames, &mut posts, per, rx_n);
+        if posts.is_empty() {
+            return Ok(());
+        }
+        let r = self.end.post_tx(&posts)?;
+        self.kick |= r.notify;
+        self.stats.tx_frames += r.count as u64;
+        for post in &posts[r.count..] {
+            self.stats.tx_drops += 1;
+            if post.id & GUEST_ID_BIT != 0 {
+                self.finish_guest_tx((post.id & !GUEST_ID_BIT) as usize, false);
+                continue;
+            }
+            // The ring was full: give the buffer back and count the frame as dropped.
+            if let Some((k, i)) = self.locate(post.pool, post.id)
+                && let Some(p) = self.pools[k].as_mut()
+            {
+                let t = i - rx_n as usize;
+                p.tx_busy[t] = false;
+                p.tx_free.push(t as u32);
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `frames` into free transmit buffers of their pools, appending the posts.
+    fn post_frames(&mut self, frames: Vec<Frame>, posts: &mut Vec<TxPost>, per: u32, rx_n: u32) {
         for f in frames {
             let len = f.data.len();
             let sendable = (ETH_HLEN..=MAX_WIRE_FRAME).contains(&len);
-            let slot = f.src().and_then(|src| {
-                self.pools.iter().position(|p| {
-                    matches!(p, Some(p) if p.mac == src && matches!(p.state, PoolState::Ready(_)))
-                })
-            });
+            let slot = self.ready_pool_of(f.src());
             let (Some(k), true) = (slot, sendable) else {
                 self.stats.tx_drops += 1;
                 continue;
@@ -622,24 +783,6 @@ impl<'a> NicPort<'a> {
                 len: len as u16,
             });
         }
-        if posts.is_empty() {
-            return Ok(());
-        }
-        let r = self.end.post_tx(&posts)?;
-        self.kick |= r.notify;
-        self.stats.tx_frames += r.count as u64;
-        for post in &posts[r.count..] {
-            // The ring was full: give the buffer back and count the frame as dropped.
-            if let Some((k, i)) = self.locate(post.pool, post.id)
-                && let Some(p) = self.pools[k].as_mut()
-            {
-                let t = i - rx_n as usize;
-                p.tx_busy[t] = false;
-                p.tx_free.push(t as u32);
-            }
-            self.stats.tx_drops += 1;
-        }
-        Ok(())
     }
 
     /// One exchange with netback: pools follow the served MACs, frames from the NIC go into
@@ -667,6 +810,8 @@ impl<'a> NicPort<'a> {
             let n = self.post_guest_rx(&mac, &bufs)?;
             nb.nic_guest_rx_untaken(&bufs[n..]);
         }
-        self.transmit(nb.take_nic_frames())
+        let out = self.transmit_out(nb.take_nic_out());
+        nb.nic_guest_tx_done(&self.take_guest_tx_done());
+        out
     }
 }

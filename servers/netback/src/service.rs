@@ -20,9 +20,9 @@ use alloc::vec::Vec;
 
 use crate::counters::VifCounters;
 use crate::hv::{Hypervisor, PAGE, Port};
-use crate::nc2::{Nc2Config, Nc2Vif};
+use crate::nc2::{Nc2Config, Nc2Vif, NicTx, TX_TAG_BIT, TxOut};
 use crate::netif::{NetifQueue, QueueError};
-use crate::nicport::{GuestRxBuf, GuestRxDone};
+use crate::nicport::{GuestRxBuf, GuestRxDone, GuestTxBuf, GuestTxDone, NicOut};
 use crate::rate::Credit;
 use crate::responder::Responder;
 use crate::switch::{ETH_HLEN, Frame, Mac, PortId, Switch};
@@ -95,7 +95,7 @@ pub struct Netback<H: Hypervisor> {
     macs: BTreeMap<VifKey, Option<Mac>>,
     ports: BTreeMap<Port, (u32, usize)>,
     next_id: u32,
-    nic_out: VecDeque<Frame>,
+    nic_out: VecDeque<NicOut>,
     /// Frames dropped because the NIC port's queue was full.
     pub nic_drops: u64,
     retired: BTreeMap<VifKey, VifCounters>,
@@ -229,6 +229,11 @@ impl<H: Hypervisor> Netback<H> {
     pub fn attach_nic(&mut self) {
         self.switch.add_port(PortId::Nic, None);
         self.nic_attached = true;
+        for (_, v) in self.vifs.values_mut() {
+            if let Some(n2) = v.nc2.as_mut() {
+                n2.set_nic_tx(true);
+            }
+        }
     }
 
     /// The MACs of connected netchannel2 vifs: their NIC pools receive into the guests'
@@ -342,9 +347,79 @@ impl<H: Hypervisor> Netback<H> {
         self.forward(PortId::Nic, frame);
     }
 
-    /// Frames for the NIC, oldest first.
+    /// Frames for the NIC, oldest first (frames still in a guest's page stay queued for
+    /// [`Netback::take_nic_out`]).
     pub fn take_nic_frames(&mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        let mut keep = VecDeque::new();
+        for o in self.nic_out.drain(..) {
+            match o {
+                NicOut::Frame(f) => frames.push(f),
+                g => keep.push_back(g),
+            }
+        }
+        self.nic_out = keep;
+        frames
+    }
+
+    /// Everything for the NIC, oldest first, including frames the NIC sends straight from a
+    /// guest's page (each comes back in [`Netback::nic_guest_tx_done`]).
+    pub fn take_nic_out(&mut self) -> Vec<NicOut> {
         self.nic_out.drain(..).collect()
+    }
+
+    /// The NIC is done with guest frames it was to send from the guests' pages: each page is
+    /// unmapped and its packet FINISHed.
+    pub fn nic_guest_tx_done(&mut self, done: &[GuestTxDone]) {
+        let mut unmap = Vec::new();
+        for d in done {
+            if let Some(h) = self.nic_held.remove(&d.tag) {
+                unmap.push(h);
+                continue;
+            }
+            let (id, pkt) = ((d.tag >> 32) as u32, d.tag as u32 & !TX_TAG_BIT);
+            if let Some(v) = self.vifs.get_mut(&id).and_then(|(_, v)| v.nc2.as_mut()) {
+                v.tx_done(&mut self.hv, pkt, d.sent);
+                self.kicked.insert((id, 0));
+            }
+        }
+        if !unmap.is_empty()
+            && let Err(e) = self.hv.grant_unmap(&unmap)
+        {
+            log::warn!("unmapping pages the NIC sent from: {e}");
+        }
+    }
+
+    /// A zero-copy transmit candidate of vif `id`: to the NIC from the guest's page if the
+    /// switch sends it there alone, else read by the CPU and forwarded as usual.
+    fn forward_guest_page(&mut self, id: u32, t: NicTx) {
+        let mut dests = Vec::new();
+        self.switch.route(PortId::Vif(id), &t.hdr, &mut dests);
+        let Some(v) = self.vifs.get_mut(&id).and_then(|(_, v)| v.nc2.as_mut()) else {
+            return;
+        };
+        if dests == [PortId::Nic] && self.nic_out.len() < self.cfg.nic_backlog {
+            let mut src = [0u8; 6];
+            src.copy_from_slice(&t.hdr[6..12]);
+            self.nic_out.push_back(NicOut::Guest(GuestTxBuf {
+                tag: tag(id, TX_TAG_BIT | t.id),
+                bus: t.bus,
+                len: t.len,
+                src,
+            }));
+            return;
+        }
+        if dests.is_empty() || dests == [PortId::Nic] {
+            // Nowhere to go, or the NIC queue is full: no byte needs reading.
+            if !dests.is_empty() {
+                self.nic_drops += 1;
+            }
+            v.tx_done(&mut self.hv, t.id, false);
+            return;
+        }
+        if let Some(f) = v.tx_materialize(&mut self.hv, t.id) {
+            self.forward(PortId::Vif(id), f);
+        }
     }
 
     /// One round: xenstore events, pending event channels, one batch per active queue each
@@ -387,7 +462,7 @@ impl<H: Hypervisor> Netback<H> {
         while again && rounds < 64 {
             again = false;
             rounds += 1;
-            let mut frames: Vec<(u32, Frame)> = Vec::new();
+            let mut frames: Vec<(u32, TxOut)> = Vec::new();
             let mut failed: Vec<(u32, QueueError)> = Vec::new();
             for &(id, qi) in &active {
                 let Some((_, vif)) = self.vifs.get_mut(&id) else {
@@ -406,7 +481,7 @@ impl<H: Hypervisor> Netback<H> {
                         }
                         Err(e) => failed.push((id, e)),
                     }
-                    frames.extend(out.into_iter().map(|f| (id, f)));
+                    frames.extend(out.into_iter().map(|o| (id, o)));
                     continue;
                 }
                 let Some(q) = vif.queues.get_mut(qi) else {
@@ -423,10 +498,13 @@ impl<H: Hypervisor> Netback<H> {
                     }
                     Err(e) => failed.push((id, e)),
                 }
-                frames.extend(out.into_iter().map(|f| (id, f)));
+                frames.extend(out.into_iter().map(|f| (id, TxOut::Frame(f))));
             }
-            for (id, f) in frames {
-                self.forward(PortId::Vif(id), f);
+            for (id, o) in frames {
+                match o {
+                    TxOut::Frame(f) => self.forward(PortId::Vif(id), f),
+                    TxOut::Nic(t) => self.forward_guest_page(id, t),
+                }
             }
             for (id, vif) in self.vifs.values_mut().map(|(_, v)| (v.id, v)) {
                 if let Some(n2) = vif.nc2.as_mut()
@@ -488,6 +566,7 @@ impl<H: Hypervisor> Netback<H> {
                     match Nc2Vif::connect(&mut self.hv, key.0, id, refs, self.cfg.nc2) {
                         Ok(mut v) => {
                             self.next_id += 1;
+                            v.set_nic_tx(self.nic_attached);
                             if let Some(r) = info.rate {
                                 let now = self.hv.now_ns();
                                 v.set_credit(Credit::new(r, now));
@@ -641,7 +720,7 @@ impl<H: Hypervisor> Netback<H> {
                     if self.nic_out.len() >= self.cfg.nic_backlog {
                         self.nic_drops += 1;
                     } else {
-                        self.nic_out.push_back(f);
+                        self.nic_out.push_back(NicOut::Frame(f));
                     }
                 }
                 PortId::Local => {

@@ -9,7 +9,7 @@ mod common;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 
-use common::nc2::{Nc2Guest, Nc2Opts};
+use common::nc2::{Nc2Guest, Nc2Opts, TxKind};
 use common::*;
 use ixgbe_model::Model;
 use libnc2::nc2::PacketKind;
@@ -327,4 +327,123 @@ fn guest_pages_the_nic_refuses_fall_back_to_copies() {
     let c = nb.counters((5, 0)).unwrap();
     assert_eq!((c.rx_zero_copy, c.rx_copies), (0, 6));
     assert_eq!(b.model.violations(), Vec::<String>::new());
+}
+
+#[test]
+fn nc2_frames_leave_for_the_wire_from_the_guests_own_pages() {
+    let (mut nb, mut b) = bed();
+    let (dma_mem, dma_bus) = window(&b.model, PORT_CFG.dma_bytes());
+    let chan: Vec<AtomicU64> = (0..LAYOUT.words()).map(|_| AtomicU64::new(0)).collect();
+    let mut nic_end = NicEnd::new(&chan, LAYOUT).unwrap();
+    let mut port = NicPort::new(
+        NetbackEnd::new(&chan, LAYOUT).unwrap(),
+        DmaRegion {
+            mem: dma_mem,
+            bus: dma_bus,
+        },
+        PORT_CFG,
+    )
+    .unwrap();
+    nb.attach_nic();
+    toolstack_add(nb.hv_mut(), 5, 0);
+    toolstack_add(nb.hv_mut(), 6, 0);
+    nb.poll();
+    // A sends whole frames in one mappable fragment, no inline prefix.
+    let lazy = Nc2Opts {
+        tx: TxKind::Map,
+        prefix: 0,
+        ..Nc2Opts::default()
+    };
+    let mut ga = Nc2Guest::connect(nb.hv_mut(), 5, 0, lazy);
+    let mut gb = Nc2Guest::connect(nb.hv_mut(), 6, 0, Nc2Opts::default());
+    run(
+        &mut nb,
+        &mut port,
+        &mut nic_end,
+        &mut b,
+        &mut [&mut ga, &mut gb],
+    );
+    // The switch learns the wire peer from a frame it sends.
+    b.model.inject(&frame(mac_of(5), WIRE, 100, 0));
+    run(
+        &mut nb,
+        &mut port,
+        &mut nic_end,
+        &mut b,
+        &mut [&mut ga, &mut gb],
+    );
+    assert_eq!(ga.received.len(), 1);
+
+    let c0 = nb.hv().counters;
+    let mut sent = Vec::new();
+    for i in 0..10u8 {
+        let f = frame(WIRE, mac_of(5), 300 + 120 * usize::from(i), 10 + i);
+        ga.send(nb.hv_mut(), &f);
+        sent.push(f);
+    }
+    run(
+        &mut nb,
+        &mut port,
+        &mut nic_end,
+        &mut b,
+        &mut [&mut ga, &mut gb],
+    );
+    assert_eq!(
+        b.model.take_transmitted(),
+        sent,
+        "in order, bytes from A's pages"
+    );
+    let pa = port.pool_of(&mac_of(5)).unwrap();
+    assert_eq!(b.model.pool_counters(u32::from(pa)).tx_frames, 10);
+    let c = nb.counters((5, 0)).unwrap();
+    assert_eq!((c.tx_packets, c.tx_zero_copy), (10, 10));
+    assert_eq!(ga.finished, 10, "each FINISHed once the NIC had sent it");
+    let c1 = nb.hv().counters;
+    assert_eq!(c1.copy_ops, c0.copy_ops, "no grant copy");
+    assert_eq!(
+        (c1.map_ops - c0.map_ops, c1.unmap_ops - c0.unmap_ops),
+        (10, 10),
+        "one map and one unmap per frame"
+    );
+
+    // To another guest the CPU reads the page after all (and the packet is FINISHed too).
+    let to_b = frame(mac_of(6), mac_of(5), 900, 40);
+    ga.send(nb.hv_mut(), &to_b);
+    run(
+        &mut nb,
+        &mut port,
+        &mut nic_end,
+        &mut b,
+        &mut [&mut ga, &mut gb],
+    );
+    assert_eq!(gb.received.last().unwrap().data, to_b);
+    assert_eq!(ga.finished, 11);
+    assert_eq!(nb.counters((5, 0)).unwrap().tx_zero_copy, 10);
+    assert_eq!(b.model.violations(), Vec::<String>::new());
+
+    // A goes away with frames still queued for the NIC: their pages stay mapped until the
+    // port is done with them.
+    for i in 0..3u8 {
+        ga.send(nb.hv_mut(), &frame(WIRE, mac_of(5), 700, 50 + i));
+    }
+    nb.poll();
+    nb.hv_mut()
+        .store_write(&format!("{}/state", fe_path(5, 0)), b"6");
+    nb.poll();
+    assert!(!nb.is_connected((5, 0)));
+    assert_eq!(
+        nb.nic_held_mappings(),
+        3 + PORT_CFG.rx_per_pool as usize,
+        "3 pages to send, a pool's worth of posted buffers"
+    );
+    run(&mut nb, &mut port, &mut nic_end, &mut b, &mut [&mut gb]);
+    assert_eq!(nb.nic_held_mappings(), 0);
+
+    for dom in [5, 6] {
+        let fe = fe_path(dom, 0);
+        nb.hv_mut().store_write(&format!("{fe}/state"), b"6");
+    }
+    run(&mut nb, &mut port, &mut nic_end, &mut b, &mut []);
+    assert_eq!(nb.nic_held_mappings(), 0);
+    assert_eq!(nb.hv().live_mappings(), 0, "every mapping returned");
 }

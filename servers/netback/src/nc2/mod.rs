@@ -17,6 +17,12 @@
 //! - Guest RX from the NIC: idle buffers a device can reach go to the vif's own NIC pool by
 //!   bus address ([`Nc2Vif::nic_take`]); a buffer the NIC filled ([`Nc2Vif::nic_done`]) is
 //!   announced as PRE_POSTED with no copy at all.
+//! - Guest TX to the NIC without a copy (lazy mapping): a RECEIVER_MAP packet that is one
+//!   fragment with no prefix and no offloads, once mapped where a device reaches it, is
+//!   offered as a [`TxOut::Nic`] carrying only its Ethernet header (the CPU reads 14 bytes
+//!   for the switch decision). If the switch sends it to the NIC alone, the NIC sends it from
+//!   the guest's page and the FINISH waits for the NIC ([`Nc2Vif::tx_done`]); otherwise the
+//!   CPU reads it after all ([`Nc2Vif::tx_materialize`]).
 //!
 //! Invariants: nothing the frontend wrote is used before libnc2 validated it; any
 //! [`libnc2::PeerError`] (or a posted grant we cannot map) is a [`QueueError`] that
@@ -43,6 +49,7 @@ use crate::hv::{
     read_bytes, write_bytes,
 };
 use crate::netif::{MAX_PACKET, QueueError};
+use crate::nicport::MAX_WIRE_FRAME;
 use crate::offload;
 use crate::rate::Credit;
 use crate::switch::{ETH_HLEN, Frame, Offload};
@@ -112,6 +119,44 @@ struct TxItem {
     meta: PacketMeta,
     prefix: Vec<u8>,
     body: TxBody,
+    /// May go to the NIC straight from the guest's page.
+    zero_copy: bool,
+}
+
+/// Ids of guest packets at the NIC have this bit set in the buffer part of their tag (posted
+/// receive buffer ids never do).
+pub const TX_TAG_BIT: u32 = 1 << 31;
+
+/// A guest packet the NIC could send from the guest's page: its header for the switch, where
+/// the frame is, and the packet id that names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NicTx {
+    /// The guest's packet id.
+    pub id: u32,
+    /// The frame's Ethernet header.
+    pub hdr: [u8; ETH_HLEN],
+    /// Bus address of the frame's first byte.
+    pub bus: u64,
+    /// Frame length.
+    pub len: u16,
+}
+
+/// What guest TX produced, in the guest's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxOut {
+    /// A frame in netback's memory.
+    Frame(Frame),
+    /// A frame still in the guest's page (mapped), see [`NicTx`].
+    Nic(NicTx),
+}
+
+/// A zero-copy candidate's mapping while the switch or the NIC has it.
+#[derive(Clone, Copy)]
+struct InFlight {
+    map: Mapping,
+    offset: u16,
+    len: u16,
+    offload: Offload,
 }
 
 /// One connected netchannel2 vif.
@@ -132,6 +177,10 @@ pub struct Nc2Vif {
     ring_full: bool,
     /// The NIC refused our buffers (e.g. outside netback's bus windows): copy instead.
     nic_refused: bool,
+    /// A NIC port is attached: offer zero-copy transmit candidates.
+    nic_tx: bool,
+    /// Guest packets (by id) whose page the switch or the NIC still reads.
+    tx_inflight: alloc::collections::BTreeMap<u32, InFlight>,
     ops: Vec<CopyOp>,
     credit: Option<Credit>,
     /// This vif's counters.
@@ -267,6 +316,8 @@ impl Nc2Vif {
             finishes: VecDeque::new(),
             ring_full: false,
             nic_refused: false,
+            nic_tx: false,
+            tx_inflight: alloc::collections::BTreeMap::new(),
             ops: Vec::new(),
             credit: None,
             counters,
@@ -301,10 +352,15 @@ impl Nc2Vif {
         self.bufs.at_nic()
     }
 
+    /// Lets guest TX offer zero-copy candidates for the NIC (a NIC port is attached).
+    pub fn set_nic_tx(&mut self, on: bool) {
+        self.nic_tx = on;
+    }
+
     /// Closes the event channel, drops the channel, unmaps the rings and every buffer not at
     /// the NIC (one unmap call) and returns the staging memory. Returns the counters and the
-    /// (buffer id, handle) of buffers still at the NIC: the caller unmaps each once the NIC
-    /// gave it back.
+    /// (buffer id, handle) of buffers still at the NIC (transmitted packets: id with
+    /// [`TX_TAG_BIT`]): the caller unmaps each once the NIC gave it back.
     pub fn disconnect<H: Hypervisor>(self, hv: &mut H) -> (VifCounters, Vec<(u32, u32)>) {
         let Nc2Vif {
             be,
@@ -312,13 +368,19 @@ impl Nc2Vif {
             port,
             stage,
             bufs,
+            tx_inflight,
             mut counters,
             ..
         } = self;
         hv.evtchn_close(port);
         // The channel views must be gone before their pages are.
         drop(be);
-        let (mut now, held) = bufs.release();
+        let (mut now, mut held) = bufs.release();
+        held.extend(
+            tx_inflight
+                .iter()
+                .map(|(id, f)| (id | TX_TAG_BIT, f.map.handle)),
+        );
         now.extend_from_slice(&handles);
         if hv.grant_unmap(&now).is_ok() {
             counters.grant_call(now.len());
@@ -335,7 +397,7 @@ impl Nc2Vif {
         hv: &mut H,
         budget: usize,
         now: u64,
-        out: &mut Vec<Frame>,
+        out: &mut Vec<TxOut>,
     ) -> Result<usize, QueueError> {
         if let Some(c) = self.credit.as_mut() {
             c.refill(now);
@@ -370,6 +432,15 @@ impl Nc2Vif {
             if let Some(c) = self.credit.as_mut() {
                 c.charge(p.total_len as usize);
             }
+            let m = p.meta;
+            let zero_copy = self.nic_tx
+                && m.kind == PacketKind::ReceiverMap
+                && p.prefix.is_empty()
+                && p.nr_frags() == 1
+                && m.flags & PKT_CSUM_BLANK == 0
+                && m.seg == Segmentation::None
+                && (ETH_HLEN..=MAX_WIRE_FRAME).contains(&(p.total_len as usize))
+                && !self.tx_inflight.contains_key(&m.id);
             let prefix = p.prefix.to_vec();
             let body = match p.meta.kind {
                 PacketKind::Small => TxBody::Inline,
@@ -414,6 +485,7 @@ impl Nc2Vif {
                 meta: p.meta,
                 prefix,
                 body,
+                zero_copy,
             });
         }
         if !posted.is_empty() {
@@ -425,8 +497,36 @@ impl Nc2Vif {
             hv.grant_copy(&mut self.ops)?;
             self.counters.grant_call(self.ops.len());
         }
-        let mapped = self.map_fragments(hv, &maps)?;
+        let mut mapped = self.map_fragments(hv, &maps)?;
         for it in &items {
+            if let (true, TxBody::Mapped { maps: r }) = (it.zero_copy, &it.body)
+                && let Some(m) = mapped[r.start].filter(|m| m.bus.is_some())
+                && let Some(bus) = m.bus
+            {
+                // Lazy mapping: the CPU reads the header only; the NIC may read the rest.
+                let f = maps[r.start];
+                let mut hdr = [0u8; ETH_HLEN];
+                read_bytes(m.mem, usize::from(f.offset), &mut hdr);
+                mapped[r.start] = None;
+                self.tx_inflight.insert(
+                    it.meta.id,
+                    InFlight {
+                        map: m,
+                        offset: f.offset,
+                        len: f.size,
+                        offload: tx_offload(&it.meta),
+                    },
+                );
+                self.counters.tx_packets += 1;
+                self.counters.tx_bytes += u64::from(f.size);
+                out.push(TxOut::Nic(NicTx {
+                    id: it.meta.id,
+                    hdr,
+                    bus: bus + u64::from(f.offset),
+                    len: f.size,
+                }));
+                continue;
+            }
             let mut data = it.prefix.clone();
             let ok = match &it.body {
                 TxBody::Inline => true,
@@ -458,10 +558,10 @@ impl Nc2Vif {
             if ok && data.len() >= ETH_HLEN {
                 self.counters.tx_packets += 1;
                 self.counters.tx_bytes += data.len() as u64;
-                out.push(Frame {
+                out.push(TxOut::Frame(Frame {
                     data,
                     offload: tx_offload(&it.meta),
-                });
+                }));
             } else {
                 self.counters.tx_errors += 1;
             }
@@ -504,6 +604,40 @@ impl Nc2Vif {
             self.counters.grant_call(handles.len());
         }
         Ok(())
+    }
+
+    /// The switch did not send zero-copy candidate `id` to the NIC alone: the CPU reads the
+    /// frame through the mapping after all; the page is unmapped and the packet FINISHed.
+    pub fn tx_materialize<H: Hypervisor>(&mut self, hv: &mut H, id: u32) -> Option<Frame> {
+        let f = self.tx_inflight.get(&id).copied()?;
+        let mut data = alloc::vec![0u8; usize::from(f.len)];
+        read_bytes(f.map.mem, usize::from(f.offset), &mut data);
+        self.tx_done(hv, id, false);
+        Some(Frame {
+            data,
+            offload: f.offload,
+        })
+    }
+
+    /// The NIC (or the switch) is done with zero-copy packet `id`: unmap its page and FINISH
+    /// it; `sent` counts it as transmitted without a copy.
+    pub fn tx_done<H: Hypervisor>(&mut self, hv: &mut H, id: u32, sent: bool) {
+        let Some(f) = self.tx_inflight.remove(&id) else {
+            return;
+        };
+        match hv.grant_unmap(&[f.map.handle]) {
+            Ok(()) => self.counters.grant_call(1),
+            Err(e) => log::warn!("vif of domain {}: unmapping a sent page: {e}", self.dom),
+        }
+        if sent {
+            self.counters.tx_zero_copy += 1;
+        }
+        self.finishes.push_back(id);
+        // The credit goes back now, not at the next wake-up. A broken ring shows up again
+        // (and disconnects the vif) at the next guest_tx, which retries these FINISHes.
+        if self.send_finishes().is_ok() {
+            self.publish(hv);
+        }
     }
 
     /// Sends the FINISHes that wait for ring space.

@@ -5,6 +5,10 @@
 //! - rx-nic: a frame the NIC received for the guest's pool -> the guest, through netback's NIC
 //!   port and a fake NIC on the queue pair (netif: into netback's own DMA buffer, then grant
 //!   copy; netchannel2: the NIC writes the guest's own posted page, no copy);
+//! - tx-nic: guest ring -> netback -> NIC port -> posted to the fake NIC and completed
+//!   (netif: grant copy, then into netback's DMA buffer; netchannel2 with whole frames in one
+//!   mappable fragment: mapped, header read, sent from the guest's page, FINISHed on
+//!   completion; frames of at most 256 bytes go inline either way);
 //!
 //! at batch 1, 8 and 32, for 64- and 1500-byte frames, with the ratio nc2/netif. The fake
 //! NIC's writes and the guests' work are outside the timed calls. Cycles include the
@@ -19,6 +23,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 
+use common::nc2::TxKind;
 use common::nc2::{Nc2Guest, Nc2Opts};
 use common::*;
 use libnc2::shm::{OwnedRegion, SharedMem};
@@ -27,7 +32,9 @@ use netback::hv::write_bytes;
 use netback::nicport::{DmaRegion, NicPort, PortConfig};
 use netback::sim::{SimCounters, SimHypervisor};
 use netback::switch::Frame;
-use qpair::{Ctrl, CtrlReply, Layout, NetbackEnd, NicEnd, RxDone, RxPost, RxStatus};
+use qpair::{
+    Ctrl, CtrlReply, Layout, NetbackEnd, NicEnd, RxDone, RxPost, RxStatus, TxDone, TxPost, TxStatus,
+};
 
 const WIRE: [u8; 6] = [2, 0, 0, 0, 0, 0x77];
 const PACKETS: usize = 16 * 1024;
@@ -41,7 +48,7 @@ const LAYOUT: Layout = Layout {
 const PORT_CFG: PortConfig = PortConfig {
     buf_size: 2048,
     rx_per_pool: 64,
-    tx_per_pool: 16,
+    tx_per_pool: 64,
     max_pools: 2,
 };
 
@@ -83,6 +90,10 @@ struct Rig {
 
 impl Rig {
     fn new(p: Proto) -> Rig {
+        Rig::with(p, Nc2Opts::default())
+    }
+
+    fn with(p: Proto, o: Nc2Opts) -> Rig {
         let mut nb = netback();
         let pages: BusMap = Rc::default();
         let map = pages.clone();
@@ -120,10 +131,7 @@ impl Rig {
                     rig.nb.hv_mut(),
                     5,
                     0,
-                    Nc2Opts {
-                        buffers: 128,
-                        ..Nc2Opts::default()
-                    },
+                    Nc2Opts { buffers: 128, ..o },
                 ))
             }
         }
@@ -340,6 +348,96 @@ fn rx_nic(p: Proto, batch: usize, len: usize) -> Cost {
     cost(cycles, r.nb.hv().counters, c0, sent)
 }
 
+/// The fake NIC completes every transmit post (outside the timed calls).
+fn complete_tx(nic: &mut NicEnd<'_>) -> usize {
+    let mut p = [TxPost {
+        pool: 0,
+        id: 0,
+        addr: 1,
+        len: 1,
+    }; 64];
+    let mut n = 0;
+    loop {
+        let k = nic.recv_tx_posts(&mut p).unwrap();
+        if k == 0 {
+            return n;
+        }
+        let done: Vec<TxDone> = p[..k]
+            .iter()
+            .map(|t| TxDone {
+                pool: t.pool,
+                id: t.id,
+                status: TxStatus::Sent,
+            })
+            .collect();
+        nic.send_tx_done(&done).unwrap();
+        n += k;
+    }
+}
+
+fn tx_nic(p: Proto, batch: usize, len: usize) -> Cost {
+    let whole = Nc2Opts {
+        tx: TxKind::Map,
+        prefix: 0,
+        ..Nc2Opts::default()
+    };
+    let mut r = Rig::with(p, whole);
+    let chan: &'static [AtomicU64] = Box::leak(
+        (0..LAYOUT.words())
+            .map(|_| AtomicU64::new(0))
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    let dma: &'static OwnedRegion = Box::leak(Box::new(OwnedRegion::new(PORT_CFG.dma_bytes())));
+    let mut nic = NicEnd::new(chan, LAYOUT).unwrap();
+    let mut port = NicPort::new(
+        NetbackEnd::new(chan, LAYOUT).unwrap(),
+        DmaRegion {
+            mem: dma.mem(),
+            bus: BUS,
+        },
+        PORT_CFG,
+    )
+    .unwrap();
+    let mut fake = FakeNic {
+        pools: Vec::new(),
+        rx: Vec::new(),
+        dma: dma.mem(),
+        pages: r.pages.clone(),
+    };
+    for _ in 0..3 {
+        port.exchange(&mut r.nb).unwrap();
+        fake.serve(&mut nic);
+        port.exchange(&mut r.nb).unwrap();
+        r.nb.poll();
+        r.guest_poll();
+    }
+    let f = frame(WIRE, mac_of(5), len, 4);
+    let c0 = r.nb.hv().counters;
+    let (mut cycles, mut sent) = (0, 0);
+    while sent < PACKETS {
+        for _ in 0..batch {
+            r.queue(&f);
+        }
+        r.push();
+        let t = tsc();
+        let moved = r.nb.poll();
+        port.exchange(&mut r.nb).unwrap();
+        cycles += tsc() - t;
+        assert_eq!(moved, batch);
+        assert_eq!(complete_tx(&mut nic), batch);
+        let t = tsc();
+        port.exchange(&mut r.nb).unwrap();
+        cycles += tsc() - t;
+        r.guest_poll();
+        sent += batch;
+    }
+    if p == Proto::Nc2 && len > 256 {
+        assert_eq!(r.nb.counters((5, 0)).unwrap().tx_zero_copy, sent as u64);
+    }
+    cost(cycles, r.nb.hv().counters, c0, sent)
+}
+
 fn main() {
     println!(
         "netback: netif vs netchannel2 paths, {PACKETS} frames per case (simulated hypervisor)"
@@ -349,7 +447,12 @@ fn main() {
         "path", "bytes", "batch", "netif cyc", "nc2 cyc", "nc2/nif", "netif ops", "nc2 ops"
     );
     type Run = fn(Proto, usize, usize) -> Cost;
-    for (name, run) in [("tx", tx as Run), ("rx", rx), ("rx-nic", rx_nic)] {
+    for (name, run) in [
+        ("tx", tx as Run),
+        ("rx", rx),
+        ("tx-nic", tx_nic),
+        ("rx-nic", rx_nic),
+    ] {
         for len in [64, 1500] {
             for batch in [1, 8, 32] {
                 let a = run(Proto::Netif, batch, len);

@@ -11,9 +11,10 @@
 //! - Guest RX from the switch ([`Nc2Vif::deliver`], [`Nc2Vif::guest_rx`]): frames of at most
 //!   [`MAX_PREFIX`] bytes go inline as SMALL packets; longer ones are copied by the CPU into
 //!   idle posted buffers (mapped once, reused) and announced as PRE_POSTED packets. The
-//!   frontend's SET_OFFLOAD and SET_MAX_FRAGMENTS are honoured: blank checksums and GSO
-//!   frames are completed in software first, frames needing more buffers than it takes
-//!   fragments are dropped and counted.
+//!   frontend's SET_OFFLOAD and SET_MAX_FRAGMENTS are honoured: a blank checksum or a GSO
+//!   frame it accepts goes as such (checksum position located), one it does not is completed
+//!   in software first; frames needing more buffers than it takes fragments are dropped and
+//!   counted.
 //! - Guest RX from the NIC: idle buffers a device can reach go to the vif's own NIC pool by
 //!   bus address ([`Nc2Vif::nic_take`]); a buffer the NIC filled ([`Nc2Vif::nic_done`]) is
 //!   announced as PRE_POSTED with no copy at all.

@@ -347,18 +347,30 @@ impl<H: Hypervisor> Netback<H> {
         self.forward(PortId::Nic, frame);
     }
 
-    /// Frames for the NIC, oldest first (frames still in a guest's page stay queued for
-    /// [`Netback::take_nic_out`]).
+    /// Frames for the NIC, oldest first. Frames still in a guest's page are read by the CPU
+    /// here (and their packets FINISHed); [`Netback::take_nic_out`] leaves them there.
     pub fn take_nic_frames(&mut self) -> Vec<Frame> {
         let mut frames = Vec::new();
-        let mut keep = VecDeque::new();
-        for o in self.nic_out.drain(..) {
+        let out: Vec<NicOut> = self.nic_out.drain(..).collect();
+        for o in out {
             match o {
                 NicOut::Frame(f) => frames.push(f),
-                g => keep.push_back(g),
+                NicOut::Guest(g) => {
+                    if let Some(h) = self.nic_held.remove(&g.tag) {
+                        if let Err(e) = self.hv.grant_unmap(&[h]) {
+                            log::warn!("unmapping a page of a vif that is gone: {e}");
+                        }
+                        continue;
+                    }
+                    let (id, pkt) = ((g.tag >> 32) as u32, g.tag as u32 & !TX_TAG_BIT);
+                    if let Some(v) = self.vifs.get_mut(&id).and_then(|(_, v)| v.nc2.as_mut())
+                        && let Some(f) = v.tx_materialize(&mut self.hv, pkt)
+                    {
+                        frames.push(f);
+                    }
+                }
             }
         }
-        self.nic_out = keep;
         frames
     }
 

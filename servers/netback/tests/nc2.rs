@@ -556,3 +556,41 @@ fn the_toolstack_rate_limits_nc2_guest_transmit() {
     a.poll(nb.hv_mut());
     assert_eq!(a.finished, 6);
 }
+
+#[test]
+fn frames_left_in_guest_pages_are_read_when_taken_as_frames() {
+    let mut nb = netback();
+    // Guest pages a device could reach (made-up bus addresses; nothing DMAs here).
+    let mut bus = 0x10_0000_0000u64;
+    nb.hv_mut().set_page_source(Box::new(move || {
+        let r: &'static libnc2::shm::OwnedRegion =
+            Box::leak(Box::new(libnc2::shm::OwnedRegion::new(4096)));
+        bus += 4096;
+        (r.mem(), bus)
+    }));
+    nb.attach_nic();
+    let mut a = nc2_guest(
+        &mut nb,
+        5,
+        Nc2Opts {
+            tx: TxKind::Map,
+            prefix: 0,
+            ..Nc2Opts::default()
+        },
+    );
+    let sent: Vec<Vec<u8>> = (0..5u8)
+        .map(|i| frame([2, 0, 0, 0, 0, 9], mac_of(5), 400 + usize::from(i), i))
+        .collect();
+    for f in &sent {
+        a.send(nb.hv_mut(), f);
+    }
+    nb.poll();
+    assert_eq!(a.finished, 0, "the NIC queue still reads the guest's pages");
+    let maps = nb.hv().live_mappings();
+    let got: Vec<Vec<u8>> = nb.take_nic_frames().into_iter().map(|f| f.data).collect();
+    assert_eq!(got, sent);
+    assert_eq!(nb.hv().live_mappings(), maps - 5);
+    a.poll(nb.hv_mut());
+    assert_eq!(a.finished, 5);
+    assert_eq!(nb.counters((5, 0)).unwrap().tx_zero_copy, 0);
+}

@@ -21,8 +21,9 @@
 //! port (`NicPort::new(..)` plus `Netback::attach_nic()`, then after each poll
 //! `port.exchange(&mut nb)`, a kick of nic-ixgbe if `port.take_kick()`, and `nb.poll()` again if
 //! the exchange delivered frames). The exchange also moves netchannel2 guests' posted buffers
-//! to their NIC pools and back; nic-ixgbe's bus windows for netback must then include the
-//! grant window's guest-physical range, where those buffers are mapped.
+//! to their NIC pools and back, and sends their whole-frame map packets from their pages;
+//! nic-ixgbe's bus windows for netback must then include the grant window's guest-physical
+//! range, where those pages are mapped (buffers the NIC refuses fall back to copies).
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;

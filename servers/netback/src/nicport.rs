@@ -7,6 +7,19 @@
 //! `k*per_pool .. (k+1)*per_pool`, the first `rx_per_pool` for receive, the rest for
 //! transmit; a buffer's id is its index, its bus address `bus + index * buf_size`.
 //!
+//! Guest receive buffers: a pool can instead receive into buffers that are not the port's own
+//! (a netchannel2 guest's posted pages, given by bus address with a caller's tag). Such a pool
+//! ("guest pool") gets none of the port's own receive buffers, so every frame the NIC steers to
+//! it lands in the guest's page; its completions come back as [`GuestRxDone`]s naming the tag,
+//! never as frames. Their channel ids have [`GUEST_ID_BIT`] set and index a slot table; at most
+//! `rx_per_pool` of them are outstanding per pool. Every guest buffer posted comes back exactly
+//! once (a frame, an error, or unused when the pool is released), so the caller knows when the
+//! NIC can no longer write the page.
+//!
+//! Guest transmit buffers likewise: a frame already in a guest's page ([`NicOut::Guest`]) is
+//! posted by bus address on the pool of its source MAC, and comes back exactly once as a
+//! [`GuestTxDone`] (sent, or not: no pool, too long, no room, refused, discarded).
+//!
 //! Invariants: a completion is acted on only if its id is a buffer of the pool it names and
 //! that buffer is outstanding in that direction (anything else is counted and ignored); a
 //! frame is only posted for a pool the NIC allocated and not released; frames longer than
@@ -71,6 +84,12 @@ enum PoolState {
 struct Pool {
     mac: Mac,
     state: PoolState,
+    /// Receives into guest buffers only ([`NicPort::post_guest_rx`]).
+    guest_rx: bool,
+    /// Guest buffers outstanding at the NIC.
+    guest_out: u32,
+    /// Guest transmit buffers outstanding at the NIC.
+    guest_tx_out: u32,
     rx_posted: Vec<bool>,
     tx_free: Vec<u32>,
     tx_busy: Vec<bool>,
@@ -95,12 +114,82 @@ pub struct PortStats {
     pub refused: u64,
 }
 
+/// Channel ids of guest receive buffers have this bit set (the port's own ids never do).
+pub const GUEST_ID_BIT: u32 = 1 << 31;
+
+/// A receive buffer that is not the port's own: `len` bytes at bus address `bus`, named by
+/// the caller's `tag` in its completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestRxBuf {
+    /// The caller's name for the buffer.
+    pub tag: u64,
+    /// Bus address the NIC writes to.
+    pub bus: u64,
+    /// Its size.
+    pub len: u16,
+}
+
+/// A guest receive buffer the NIC gave back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestRxDone {
+    /// The tag it was posted with.
+    pub tag: u64,
+    /// Frame bytes in it (status `Frame` only).
+    pub len: u16,
+    /// What happened to it.
+    pub status: RxStatus,
+}
+
+/// A frame in a guest's page for the wire: `len` bytes at bus address `bus`, sent from `src`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestTxBuf {
+    /// The caller's name for it.
+    pub tag: u64,
+    /// Bus address of the frame's first byte.
+    pub bus: u64,
+    /// Its length.
+    pub len: u16,
+    /// Its source MAC (whose pool sends it).
+    pub src: Mac,
+}
+
+/// A guest transmit buffer the NIC is done with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestTxDone {
+    /// The tag it was given with.
+    pub tag: u64,
+    /// Whether it went on the wire.
+    pub sent: bool,
+}
+
+/// Something for the wire, in netback's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NicOut {
+    /// A frame in netback's memory (copied into one of the port's buffers).
+    Frame(Frame),
+    /// A frame in a guest's page (sent from there).
+    Guest(GuestTxBuf),
+}
+
+#[derive(Clone, Copy)]
+struct GuestSlot {
+    k: usize,
+    tag: u64,
+    len: u16,
+}
+
 /// netback's end of one queue-pair channel.
 pub struct NicPort<'a> {
     end: NetbackEnd<'a>,
     dma: DmaRegion,
     cfg: PortConfig,
     pools: Vec<Option<Pool>>,
+    guest: Vec<Option<GuestSlot>>,
+    guest_free: Vec<u32>,
+    guest_done: Vec<GuestRxDone>,
+    gtx: Vec<Option<GuestSlot>>,
+    gtx_free: Vec<u32>,
+    gtx_done: Vec<GuestTxDone>,
     by_nic: [Option<usize>; qpair::msg::MAX_POOLS as usize],
     kick: bool,
     /// What happened so far.
@@ -123,6 +212,12 @@ impl<'a> NicPort<'a> {
             dma,
             cfg,
             pools,
+            guest: Vec::new(),
+            guest_free: Vec::new(),
+            guest_done: Vec::new(),
+            gtx: Vec::new(),
+            gtx_free: Vec::new(),
+            gtx_done: Vec::new(),
             by_nic: [None; qpair::msg::MAX_POOLS as usize],
             kick: false,
             stats: PortStats::default(),
@@ -148,10 +243,22 @@ impl<'a> NicPort<'a> {
 
     /// Makes the pools match `macs`: asks for pools of new MACs, releases those of MACs gone.
     pub fn sync_macs(&mut self, macs: &[Mac]) -> Result<(), ChannelError> {
+        self.sync_pools(macs, &[])
+    }
+
+    /// Like [`NicPort::sync_macs`], where the MACs in `guest_rx` get guest pools (receiving
+    /// only into buffers given with [`NicPort::post_guest_rx`]). A pool whose kind no longer
+    /// matches is released and asked for again on a later call.
+    pub fn sync_pools(&mut self, macs: &[Mac], guest_rx: &[Mac]) -> Result<(), ChannelError> {
         let mut ctrl = Vec::new();
         for slot in self.pools.iter_mut() {
             let Some(p) = slot else { continue };
-            if macs.contains(&p.mac) {
+            let want_guest = guest_rx.contains(&p.mac);
+            if p.state == PoolState::Requested {
+                // No buffer was posted yet: the kind can still change.
+                p.guest_rx = want_guest;
+            }
+            if macs.contains(&p.mac) && p.guest_rx == want_guest {
                 continue;
             }
             match p.state {
@@ -176,6 +283,9 @@ impl<'a> NicPort<'a> {
             self.pools[k] = Some(Pool {
                 mac: *mac,
                 state: PoolState::Requested,
+                guest_rx: guest_rx.contains(mac),
+                guest_out: 0,
+                guest_tx_out: 0,
                 rx_posted: vec![false; per_rx],
                 tx_free: (0..self.cfg.tx_per_pool).rev().collect(),
                 tx_busy: vec![false; self.cfg.tx_per_pool as usize],
@@ -209,6 +319,9 @@ impl<'a> NicPort<'a> {
         let PoolState::Ready(n) = p.state else {
             return Ok(());
         };
+        if p.guest_rx {
+            return Ok(());
+        }
         let mut posts = Vec::new();
         for (i, posted) in p.rx_posted.iter_mut().enumerate() {
             if !*posted {
@@ -310,7 +423,30 @@ impl<'a> NicPort<'a> {
                 _ => self.stats.bogus += 1,
             },
             CtrlReply::PoolReleased { pool } => match self.by_nic[usize::from(pool)].take() {
-                Some(k) => self.pools[k] = None,
+                Some(k) => {
+                    // The NIC completes every buffer before the release; any guest buffer
+                    // still listed is given back unused, so its owner can let the page go.
+                    let left: Vec<usize> = (0..self.guest.len())
+                        .filter(|&i| matches!(self.guest[i], Some(g) if g.k == k))
+                        .collect();
+                    for i in left {
+                        if let Some(g) = self.guest[i] {
+                            self.guest_done.push(GuestRxDone {
+                                tag: g.tag,
+                                len: 0,
+                                status: RxStatus::Unused,
+                            });
+                        }
+                        self.release_guest_slot(i);
+                    }
+                    let left: Vec<usize> = (0..self.gtx.len())
+                        .filter(|&i| matches!(self.gtx[i], Some(g) if g.k == k))
+                        .collect();
+                    for i in left {
+                        self.finish_guest_tx(i, false);
+                    }
+                    self.pools[k] = None
+                }
                 None => self.stats.bogus += 1,
             },
         }
@@ -326,6 +462,10 @@ impl<'a> NicPort<'a> {
     }
 
     fn rx_done(&mut self, d: RxDone, out: &mut Vec<Frame>) -> Option<usize> {
+        if d.id & GUEST_ID_BIT != 0 {
+            self.guest_rx_done(d);
+            return None;
+        }
         let rx_n = self.cfg.rx_per_pool as usize;
         let Some((k, i)) = self.locate(d.pool, d.id).filter(|&(_, i)| i < rx_n) else {
             self.stats.bogus += 1;
@@ -353,7 +493,141 @@ impl<'a> NicPort<'a> {
         (!releasing).then_some(k)
     }
 
+    fn guest_rx_done(&mut self, d: RxDone) {
+        let i = (d.id & !GUEST_ID_BIT) as usize;
+        let k = self.by_nic.get(usize::from(d.pool)).copied().flatten();
+        let slot = self.guest.get(i).copied().flatten();
+        let Some(g) = slot.filter(|g| Some(g.k) == k) else {
+            self.stats.bogus += 1;
+            return;
+        };
+        let (len, status) = match d.status {
+            RxStatus::Frame if d.len <= g.len => {
+                self.stats.rx_frames += 1;
+                (d.len, RxStatus::Frame)
+            }
+            RxStatus::Frame => {
+                // Longer than the buffer: the NIC (or the peer faking it) is wrong; the page
+                // holds nothing usable.
+                self.stats.bogus += 1;
+                (0, RxStatus::Error)
+            }
+            RxStatus::Error => {
+                self.stats.rx_errors += 1;
+                (0, RxStatus::Error)
+            }
+            s => (0, s),
+        };
+        self.release_guest_slot(i);
+        self.guest_done.push(GuestRxDone {
+            tag: g.tag,
+            len,
+            status,
+        });
+    }
+
+    fn release_guest_slot(&mut self, i: usize) {
+        if let Some(g) = self.guest.get_mut(i).and_then(Option::take) {
+            if let Some(p) = self.pools[g.k].as_mut() {
+                p.guest_out = p.guest_out.saturating_sub(1);
+            }
+            self.guest_free.push(i as u32);
+        }
+    }
+
+    /// How many more guest buffers the guest pool of `mac` takes now (0 if it has none ready).
+    pub fn guest_rx_room(&self, mac: &Mac) -> usize {
+        self.pools
+            .iter()
+            .flatten()
+            .find(|p| p.mac == *mac && p.guest_rx && matches!(p.state, PoolState::Ready(_)))
+            .map_or(0, |p| {
+                self.cfg.rx_per_pool.saturating_sub(p.guest_out) as usize
+            })
+    }
+
+    /// Posts guest buffers to the guest pool of `mac`; returns how many were taken (a prefix
+    /// of `bufs`; the rest were not posted and stay the caller's).
+    pub fn post_guest_rx(&mut self, mac: &Mac, bufs: &[GuestRxBuf]) -> Result<usize, ChannelError> {
+        let room = self.guest_rx_room(mac).min(bufs.len());
+        let Some(k) = self.pools.iter().position(
+            |p| matches!(p, Some(p) if p.mac == *mac && p.guest_rx && matches!(p.state, PoolState::Ready(_))),
+        ) else {
+            return Ok(0);
+        };
+        let Some(PoolState::Ready(n)) = self.pools[k].as_ref().map(|p| p.state) else {
+            return Ok(0);
+        };
+        let mut posts = Vec::with_capacity(room);
+        for b in &bufs[..room] {
+            let i = match self.guest_free.pop() {
+                Some(i) => i as usize,
+                None => {
+                    self.guest.push(None);
+                    self.guest.len() - 1
+                }
+            };
+            self.guest[i] = Some(GuestSlot {
+                k,
+                tag: b.tag,
+                len: b.len,
+            });
+            posts.push(RxPost {
+                pool: n,
+                id: GUEST_ID_BIT | i as u32,
+                addr: b.bus,
+                len: b.len,
+            });
+        }
+        if let Some(p) = self.pools[k].as_mut() {
+            p.guest_out += room as u32;
+        }
+        if posts.is_empty() {
+            return Ok(0);
+        }
+        let r = self.end.post_rx(&posts)?;
+        self.kick |= r.notify;
+        for post in &posts[r.count..] {
+            self.release_guest_slot((post.id & !GUEST_ID_BIT) as usize);
+        }
+        Ok(r.count)
+    }
+
+    /// Guest buffers the NIC gave back since the last call, in completion order.
+    pub fn take_guest_rx_done(&mut self) -> Vec<GuestRxDone> {
+        core::mem::take(&mut self.guest_done)
+    }
+
+    fn finish_guest_tx(&mut self, i: usize, sent: bool) {
+        if let Some(g) = self.gtx.get_mut(i).and_then(Option::take) {
+            if let Some(p) = self.pools[g.k].as_mut() {
+                p.guest_tx_out = p.guest_tx_out.saturating_sub(1);
+            }
+            self.gtx_free.push(i as u32);
+            self.gtx_done.push(GuestTxDone { tag: g.tag, sent });
+        }
+    }
+
+    /// Guest transmit buffers the NIC is done with since the last call.
+    pub fn take_guest_tx_done(&mut self) -> Vec<GuestTxDone> {
+        core::mem::take(&mut self.gtx_done)
+    }
+
     fn tx_done(&mut self, d: TxDone) {
+        if d.id & GUEST_ID_BIT != 0 {
+            let i = (d.id & !GUEST_ID_BIT) as usize;
+            let k = self.by_nic.get(usize::from(d.pool)).copied().flatten();
+            if !matches!(self.gtx.get(i), Some(Some(g)) if Some(g.k) == k) {
+                self.stats.bogus += 1;
+                return;
+            }
+            let sent = d.status == qpair::TxStatus::Sent;
+            if !sent {
+                self.stats.tx_failed += 1;
+            }
+            self.finish_guest_tx(i, sent);
+            return;
+        }
         let rx_n = self.cfg.rx_per_pool as usize;
         let Some((k, i)) = self.locate(d.pool, d.id).filter(|&(_, i)| i >= rx_n) else {
             self.stats.bogus += 1;
@@ -379,29 +653,111 @@ impl<'a> NicPort<'a> {
         &mut self,
         frames: impl IntoIterator<Item = Frame>,
     ) -> Result<(), ChannelError> {
+        self.transmit_out(frames.into_iter().map(NicOut::Frame).collect())
+    }
+
+    fn ready_pool_of(&self, src: Option<Mac>) -> Option<usize> {
+        let src = src?;
+        self.pools.iter().position(
+            |p| matches!(p, Some(p) if p.mac == src && matches!(p.state, PoolState::Ready(_))),
+        )
+    }
+
+    /// Posts a guest's frame by bus address on its source's pool; `None` if it cannot go.
+    fn guest_tx_post(&mut self, g: &GuestTxBuf) -> Option<TxPost> {
+        let len = usize::from(g.len);
+        let k = self.ready_pool_of(Some(g.src))?;
+        let p = self.pools[k].as_mut()?;
+        let PoolState::Ready(n) = p.state else {
+            return None;
+        };
+        if !(ETH_HLEN..=MAX_WIRE_FRAME).contains(&len) || p.guest_tx_out >= self.cfg.tx_per_pool {
+            return None;
+        }
+        p.guest_tx_out += 1;
+        let i = match self.gtx_free.pop() {
+            Some(i) => i as usize,
+            None => {
+                self.gtx.push(None);
+                self.gtx.len() - 1
+            }
+        };
+        self.gtx[i] = Some(GuestSlot {
+            k,
+            tag: g.tag,
+            len: g.len,
+        });
+        Some(TxPost {
+            pool: n,
+            id: GUEST_ID_BIT | i as u32,
+            addr: g.bus,
+            len: g.len,
+        })
+    }
+
+    /// Posts `items` for the wire in order, each through its source MAC's pool: frames are
+    /// copied into the port's buffers, guest frames are sent from the guest's page.
+    pub fn transmit_out(&mut self, items: Vec<NicOut>) -> Result<(), ChannelError> {
         let mut posts = Vec::new();
         let per = self.per_pool();
         let rx_n = self.cfg.rx_per_pool;
-        // The queue pair carries no offload metadata: segment and checksum here.
-        let frames =
-            frames
-                .into_iter()
-                .flat_map(|f| match offload::complete(f, |_| false, false) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        self.stats.tx_drops += 1;
-                        Vec::new()
+        let mut frames: Vec<Frame> = Vec::new();
+        for item in items {
+            let g = match item {
+                NicOut::Frame(f) => {
+                    // The queue pair carries no offload metadata: segment and checksum here.
+                    match offload::complete(f, |_| false, false) {
+                        Ok(v) => frames.extend(v),
+                        Err(_) => self.stats.tx_drops += 1,
                     }
-                });
-        let frames: Vec<Frame> = frames.collect();
+                    continue;
+                }
+                NicOut::Guest(g) => g,
+            };
+            // Frames queued before this one go first (one pool's order is the wire's).
+            self.post_frames(core::mem::take(&mut frames), &mut posts, per, rx_n);
+            match self.guest_tx_post(&g) {
+                Some(p) => posts.push(p),
+                None => {
+                    self.stats.tx_drops += 1;
+                    self.gtx_done.push(GuestTxDone {
+                        tag: g.tag,
+                        sent: false,
+                    });
+                }
+            }
+        }
+        self.post_frames(frames, &mut posts, per, rx_n);
+        if posts.is_empty() {
+            return Ok(());
+        }
+        let r = self.end.post_tx(&posts)?;
+        self.kick |= r.notify;
+        self.stats.tx_frames += r.count as u64;
+        for post in &posts[r.count..] {
+            self.stats.tx_drops += 1;
+            if post.id & GUEST_ID_BIT != 0 {
+                self.finish_guest_tx((post.id & !GUEST_ID_BIT) as usize, false);
+                continue;
+            }
+            // The ring was full: give the buffer back and count the frame as dropped.
+            if let Some((k, i)) = self.locate(post.pool, post.id)
+                && let Some(p) = self.pools[k].as_mut()
+            {
+                let t = i - rx_n as usize;
+                p.tx_busy[t] = false;
+                p.tx_free.push(t as u32);
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `frames` into free transmit buffers of their pools, appending the posts.
+    fn post_frames(&mut self, frames: Vec<Frame>, posts: &mut Vec<TxPost>, per: u32, rx_n: u32) {
         for f in frames {
             let len = f.data.len();
             let sendable = (ETH_HLEN..=MAX_WIRE_FRAME).contains(&len);
-            let slot = f.src().and_then(|src| {
-                self.pools.iter().position(|p| {
-                    matches!(p, Some(p) if p.mac == src && matches!(p.state, PoolState::Ready(_)))
-                })
-            });
+            let slot = self.ready_pool_of(f.src());
             let (Some(k), true) = (slot, sendable) else {
                 self.stats.tx_drops += 1;
                 continue;
@@ -427,36 +783,35 @@ impl<'a> NicPort<'a> {
                 len: len as u16,
             });
         }
-        if posts.is_empty() {
-            return Ok(());
-        }
-        let r = self.end.post_tx(&posts)?;
-        self.kick |= r.notify;
-        self.stats.tx_frames += r.count as u64;
-        for post in &posts[r.count..] {
-            // The ring was full: give the buffer back and count the frame as dropped.
-            if let Some((k, i)) = self.locate(post.pool, post.id)
-                && let Some(p) = self.pools[k].as_mut()
-            {
-                let t = i - rx_n as usize;
-                p.tx_busy[t] = false;
-                p.tx_free.push(t as u32);
-            }
-            self.stats.tx_drops += 1;
-        }
-        Ok(())
     }
 
     /// One exchange with netback: pools follow the served MACs, frames from the NIC go into
     /// the switch, frames for the wire go out. The server calls this after `Netback::poll`
     /// and after a queue-pair notification, then kicks the NIC if [`NicPort::take_kick`].
+    ///
+    /// Netchannel2 vifs get guest pools: their posted buffers go to the NIC by bus address
+    /// ([`Netback::nic_guest_rx_take`]) and come back to them ([`Netback::nic_guest_rx_done`])
+    /// with the frame already in the guest's page.
     pub fn exchange<H: Hypervisor>(&mut self, nb: &mut Netback<H>) -> Result<(), ChannelError> {
-        self.sync_macs(&nb.port_macs())?;
+        let guest_macs = nb.guest_rx_macs();
+        self.sync_pools(&nb.port_macs(), &guest_macs)?;
         let mut frames = Vec::new();
         self.poll(&mut frames)?;
         for f in frames {
             nb.nic_receive(f);
         }
-        self.transmit(nb.take_nic_frames())
+        nb.nic_guest_rx_done(&self.take_guest_rx_done());
+        for mac in guest_macs {
+            let room = self.guest_rx_room(&mac);
+            if room == 0 {
+                continue;
+            }
+            let bufs = nb.nic_guest_rx_take(&mac, room);
+            let n = self.post_guest_rx(&mac, &bufs)?;
+            nb.nic_guest_rx_untaken(&bufs[n..]);
+        }
+        let out = self.transmit_out(nb.take_nic_out());
+        nb.nic_guest_tx_done(&self.take_guest_tx_done());
+        out
     }
 }

@@ -124,6 +124,20 @@ fn l4_checksum(f: &mut [u8], l: &L3) -> Result<(), OffloadError> {
     Ok(())
 }
 
+/// Where the blank TCP/UDP checksum of a frame is: (start of the L4 header, offset of the
+/// checksum field from it), as a receiver that completes it needs them.
+pub fn checksum_location(f: &[u8]) -> Result<(u16, u16), OffloadError> {
+    let l = parse(f)?;
+    let field = match l.proto {
+        TCP if l.l4_len >= 20 => 16,
+        UDP if l.l4_len >= 8 => 6,
+        TCP | UDP => return Err(OffloadError("L4 header truncated")),
+        _ => return Err(OffloadError("not TCP or UDP")),
+    };
+    let start = u16::try_from(l.l4).map_err(|_| OffloadError("headers too long"))?;
+    Ok((start, field))
+}
+
 /// Fills in the TCP/UDP checksum of a frame sent with a blank one.
 pub fn fill_checksum(f: &mut [u8]) -> Result<(), OffloadError> {
     let l = parse(f)?;

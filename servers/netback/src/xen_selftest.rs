@@ -12,8 +12,9 @@
 //! 6. the other direction: wait (watch) for the page and unbound port the peer publishes as
 //!    `<home>/data/peer-gref` and `peer-port`; map the grant into the grant window (batched map),
 //!    check [`PEER_PATTERN`], write [`MAPPED_WRITE`] at [`MAPPED_WRITE_OFFSET`] through the
-//!    mapping, copy the pattern out and [`COPY_WRITE`] in at [`COPY_WRITE_OFFSET`] with one
-//!    batched grant copy, unmap, then bind to the peer's port and notify it.
+//!    mapping and read its bus address (`xen_grant_bus`), copy the pattern out and
+//!    [`COPY_WRITE`] in at [`COPY_WRITE_OFFSET`] with one batched grant copy, unmap, then bind to
+//!    the peer's port and notify it.
 //!
 //! With `nc2dd.netback.xen-restart=1` generation 0 stops on purpose after step 4, so the kernel
 //! must release its port and grant, and generation 1 runs the self-test again.
@@ -158,6 +159,13 @@ fn peer_grant(xs: &mut Xs, home: &str, timer_mask: u64) -> Result<(), String> {
     log(&format!(
         "mapped dom0's ref {gref} at {mapped:p}: pattern found, wrote through the mapping"
     ));
+    // Where a device would reach the mapped page (netchannel2 posted buffers go to the NIC so).
+    let bus = syscall::xen_grant_bus(mapped as u64)
+        .map_err(|e| format!("bus address of the mapping: errno {e}"))?;
+    if bus == 0 || !bus.is_multiple_of(4096) {
+        return Err(format!("bus address of the mapping: {bus:#x}"));
+    }
+    log(&format!("the mapping's bus address is {bus:#x}"));
 
     let into = granted_page()?;
     let from = page_with(COPY_WRITE)?;
@@ -222,6 +230,10 @@ fn no_hypervisor() -> Result<(), String> {
             let mut out = [0i64; 1];
             syscall::xen_grant_map(&[XenMapRequest::default()], &mut out)
         }),
+        (
+            "grant_bus",
+            syscall::xen_grant_bus(syscall::XEN_GRANT_WINDOW_BASE).map(|_| ()),
+        ),
     ];
     for (name, r) in calls {
         if r != Err(XEN_ENODEV) {

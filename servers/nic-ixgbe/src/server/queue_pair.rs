@@ -196,7 +196,7 @@ mod tests {
         };
         assert!(bigger.words() * 8 > 65536, "512 is the largest that fits");
         assert_eq!(layout_for(2048), None, "not even 16-entry rings fit");
-        assert_eq!(layout_for(4096).unwrap().rx, 16);
+        assert_eq!(layout_for(4096).unwrap().rx, 32);
         assert_eq!(layout_for(1 << 20).unwrap().rx, 4096);
     }
 }

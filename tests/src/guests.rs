@@ -223,8 +223,8 @@ pub fn guest_verdict(bed: &mut XenBed, test: &str, name: &str, ok: &str, bad: &[
         if bad.iter().any(|b| out.contains(b)) {
             break Err(out);
         }
-        if started.elapsed() > Duration::from_secs(240) {
-            break Err(format!("no verdict from {name} in 240 s: {out}"));
+        if started.elapsed() > Duration::from_secs(360) {
+            break Err(format!("no verdict from {name} in 360 s: {out}"));
         }
         std::thread::sleep(Duration::from_secs(3));
     };

@@ -229,6 +229,16 @@ fn agains(bed: &mut XenBed, name: &str, sha: &str) -> usize {
     sums.len()
 }
 
+/// What Xen says about nc2dd when it stalls: its vCPU times a few seconds apart (spinning or
+/// blocked) and the event channels (`xl debug-keys e`).
+fn diagnose(bed: &mut XenBed) -> String {
+    bed.run(
+        "xl vcpu-list nc2dd; sleep 5; xl vcpu-list nc2dd; xl debug-keys e; xl dmesg | tail -n 60",
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| format!("(no answer: {e})"))
+}
+
 #[test]
 fn linux_guests_reach_a_peer_beyond_the_passed_through_nic() {
     xenbed::check_qemu().unwrap_or_else(|e| panic!("{e}"));
@@ -288,15 +298,21 @@ fn linux_guests_reach_a_peer_beyond_the_passed_through_nic() {
     let dd = bed
         .xl_create("/nc2dd/nc2dd-hvm.cfg", "nc2dd", Duration::from_secs(120))
         .unwrap_or_else(|e| fail(TEST, e));
+    // The servers' lines interleave in any order: each step is looked for from the start.
+    let from = bed.cursor();
     for step in [
         "netback: serving vifs of domain",
         "nic-ixgbe: link up",
         "netback: NIC port up",
         "netback: NIC pool",
     ] {
+        bed.rewind(from);
         let m = bed
             .wait_for(step, Duration::from_secs(240))
-            .unwrap_or_else(|e| fail(TEST, e));
+            .unwrap_or_else(|e| {
+                let diag = diagnose(&mut bed);
+                panic!("{e}\nwhat Xen says about nc2dd:\n{diag}")
+            });
         assert!(
             m.line.contains(&dd.console_prefix),
             "{step:?} came from another console: {}",

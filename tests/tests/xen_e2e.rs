@@ -6,7 +6,10 @@
 //! and back. The peer is that user-mode network (`restrict=on`, so nothing leaves the VM but
 //! what the test forwards): it answers pings to its gateway 10.0.2.2 itself, and a TCP
 //! connection to 10.0.2.100:80 runs `cat` of a file this test wrote (an HTTP response with a
-//! random body) on this machine (`guestfwd=...-cmd:`), so all traffic stays here.
+//! random body) on this machine (`guestfwd=...-cmd:`), so all traffic stays here. The command
+//! then reads the request until the guest closes: slirp talks to it over a loopback TCP pair,
+//! and a command that exits with the request unread resets that pair, which can cut the
+//! response short ("connection closed prematurely" in the guest).
 //!
 //! One bed run, timed per stage: xl create of nc2dd to its NIC pool ready, guest A Connected,
 //! A's pings (0% loss, RTT) and download (SHA-256 checked, time and throughput); then guest B
@@ -273,7 +276,7 @@ fn linux_guests_reach_a_peer_beyond_the_passed_through_nic() {
     let mut cfg = BedConfig::new(TEST);
     cfg.flavour = Flavour::Hvm;
     cfg.netdev = Netdev::Spec(format!(
-        "user,id=n0,restrict=on,guestfwd=tcp:{SERVER}:80-cmd:cat {resp}"
+        "user,id=n0,restrict=on,guestfwd=tcp:{SERVER}:80-cmd:sh -c \"cat {resp}; exec cat >/dev/null\""
     ));
     cfg.dom0_files = files;
     cfg.overall_timeout = Duration::from_secs(1200);

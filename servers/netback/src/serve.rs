@@ -89,7 +89,15 @@ struct Uplink {
     announced: Vec<(Mac, u8)>,
     logged: PortStats,
     last_report_ms: u64,
+    /// Since when a served MAC waits for its pool (frames for the wire are held meanwhile).
+    waiting_since_ms: Option<u64>,
+    /// Why the loop woke up: (Xen event, queue-pair kick, timer only), for the report line.
+    wakeups: (u64, u64, u64),
 }
+
+/// How long frames for the wire wait for a pool netback asked for, before they are handed to
+/// the port anyway (which drops those whose source has no pool).
+const POOL_WAIT_MS: u64 = 1000;
 
 impl Uplink {
     /// The port, if the system has the channel and the DMA budget covers the buffers; a
@@ -142,31 +150,44 @@ impl Uplink {
             announced: Vec::new(),
             logged: PortStats::default(),
             last_report_ms: 0,
+            waiting_since_ms: None,
+            wakeups: (0, 0, 0),
         })
     }
 
     /// One exchange with nic-ixgbe (after netback's poll): pools follow the served MACs, wire
     /// frames go into the switch, frames for the wire go out; kicks nic-ixgbe when it sleeps.
     /// Returns the frames that came from the wire (netback polls again to deliver them).
+    ///
+    /// This is `NicPort::exchange` with one difference: while a served MAC waits for its pool
+    /// (a vif just connected: its first ARP requests come at once), frames for the wire stay
+    /// in netback's bounded NIC backlog for up to [`POOL_WAIT_MS`] instead of being dropped
+    /// for want of a pool.
     fn exchange<H: Hypervisor>(&mut self, nb: &mut Netback<H>) -> Result<usize, ChannelError> {
         let before = self.port.stats.rx_frames;
+        let macs = nb.port_macs();
+        self.port.sync_macs(&macs)?;
+        let mut frames = Vec::new();
+        self.port.poll(&mut frames)?;
+        if !self.attached && macs.iter().any(|m| self.port.pool_of(m).is_some()) {
+            nb.attach_nic();
+            self.attached = true;
+            log::info!("NIC port up: nic-ixgbe answered on {QP_CHANNEL}");
+        }
+        for f in frames {
+            nb.nic_receive(f);
+        }
         if self.attached {
-            self.port.exchange(nb)?;
-        } else {
-            self.port.sync_macs(&nb.port_macs())?;
-            let mut frames = Vec::new();
-            self.port.poll(&mut frames)?;
-            if nb
-                .port_macs()
-                .iter()
-                .any(|m| self.port.pool_of(m).is_some())
-            {
-                nb.attach_nic();
-                self.attached = true;
-                log::info!("NIC port up: nic-ixgbe answered on {QP_CHANNEL}");
-            }
-            for f in frames {
-                nb.nic_receive(f);
+            let waiting = macs.iter().any(|m| self.port.pool_of(m).is_none());
+            let now = syscall::uptime_ms();
+            let since = match (waiting, self.waiting_since_ms) {
+                (false, _) => None,
+                (true, None) => Some(now),
+                (true, Some(t)) => Some(t),
+            };
+            self.waiting_since_ms = since;
+            if since.is_none_or(|t| now.saturating_sub(t) >= POOL_WAIT_MS) {
+                self.port.transmit(nb.take_nic_frames())?;
             }
         }
         if self.port.take_kick() {
@@ -207,14 +228,18 @@ impl Uplink {
             self.logged = s;
             log::info!(
                 "NIC port: {} frames from the wire, {} to it, {} receive errors, {} not sent, \
-                 {} dropped, {} bogus completions, {} pools refused",
+                 {} dropped, {} bogus completions, {} pools refused; woken by {} Xen events, \
+                 {} NIC kicks, {} timers",
                 s.rx_frames,
                 s.tx_frames,
                 s.rx_errors,
                 s.tx_failed,
                 s.tx_drops,
                 s.bogus,
-                s.refused
+                s.refused,
+                self.wakeups.0,
+                self.wakeups.1,
+                self.wakeups.2
             );
         }
     }
@@ -351,6 +376,13 @@ pub fn run() -> Result<(), String> {
         }
         syscall::set_timer(sleep);
         let got = syscall::wait(xen_mask | timer_mask | qp_mask);
+        if let Some(u) = uplink.as_mut() {
+            match (got & xen_mask != 0, got & qp_mask != 0) {
+                (true, _) => u.wakeups.0 += 1,
+                (false, true) => u.wakeups.1 += 1,
+                (false, false) => u.wakeups.2 += 1,
+            }
+        }
         syscall::set_timer(0);
         if got & xen_mask != 0 {
             nb.hv_mut().note_event();

@@ -280,6 +280,10 @@ fn linux_guests_reach_a_peer_beyond_the_passed_through_nic() {
     ));
     cfg.dom0_files = files;
     cfg.overall_timeout = Duration::from_secs(1200);
+    // dom0 runs nc2dd's device model and unpacks two guest kernels while its initramfs (the
+    // HVM flavour's, with the guests' files) lives in RAM: at 512 MiB, xl once failed to
+    // decompress the second guest's kernel.
+    cfg.xen_cmdline_extra = "dom0_mem=1024M".into();
     let mut bed = XenBed::boot(cfg).unwrap_or_else(|e| fail(TEST, e));
     for m in FAIL_MARKERS {
         bed.add_fail_marker(m);

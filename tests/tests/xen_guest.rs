@@ -12,12 +12,14 @@
 //! is `target/xenbed-logs/<test>.log`; the guest's console is printed on failure.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nc2dd_tests::xenbed::{self, BedConfig, BedError, CpioEntry, Flavour, XenBed};
+use nc2dd_tests::guests::{
+    fail, guest_cfg, guest_initramfs, guest_log, guest_verdict, read_key, report, start_guest,
+    sums_after,
+};
+use nc2dd_tests::xenbed::{self, BedConfig, Flavour, XenBed};
 
 const NC2DD_IP: &str = "192.0.2.2";
 const GUEST_IP: &str = "192.0.2.3";
@@ -49,139 +51,6 @@ on_reboot = "destroy"
 on_crash = "destroy"
 "#
     )
-}
-
-/// A Linux PV guest whose vif names nc2dd as backend; `args` go to its kernel command line
-/// (the init reads `nc2dd.*` from there).
-fn guest_cfg(name: &str, mac: &str, ip: &str, args: &str) -> String {
-    format!(
-        r#"name = "{name}"
-type = "pv"
-kernel = "/nc2dd/vmlinuz"
-ramdisk = "/nc2dd/guest-initrd.cpio"
-extra = "console=hvc0 nc2dd.ip={ip} {args}"
-memory = 256
-vcpus = 1
-vif = [ "backend=nc2dd,mac={mac},ip={ip}" ]
-on_poweroff = "destroy"
-on_reboot = "destroy"
-on_crash = "destroy"
-"#
-    )
-}
-
-fn guest_log(name: &str) -> String {
-    format!("/var/log/xen/console/guest-{name}.log")
-}
-
-/// The guest's init: netfront and the address from `nc2dd.ip`, then by `nc2dd.role`:
-/// - `ping` (default): five pings of netback's responder, then `NC2DD_GUEST_PING_OK` on 0% loss;
-/// - `server`: a 2 MiB random file, its SHA-256 as `NC2DD_GUEST_SHA <sum>`, served by busybox
-///   httpd, then `NC2DD_GUEST_SERVING`;
-/// - `client`: fetches `http://<nc2dd.peer>/f` with wget, prints `NC2DD_GUEST_GOT <sum>` and
-///   `NC2DD_GUEST_FETCH_OK` (or `NC2DD_GUEST_FETCH_FAILED`).
-fn guest_init() -> String {
-    format!(
-        r#"#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /tmp /www
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t sysfs sys /sys
-/bin/busybox mount -t devtmpfs dev /dev
-/bin/busybox --install -s /bin
-role=ping
-for w in $(cat /proc/cmdline); do
-    case "$w" in
-        nc2dd.role=*) role=${{w#nc2dd.role=}} ;;
-        nc2dd.ip=*) myip=${{w#nc2dd.ip=}} ;;
-        nc2dd.peer=*) peer=${{w#nc2dd.peer=}} ;;
-    esac
-done
-echo NC2DD_GUEST_UP
-insmod /xen-netfront.ko || echo NC2DD_GUEST_INSMOD_FAILED
-i=0
-while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
-ip link set eth0 up
-ip addr add $myip/24 dev eth0
-ip addr show eth0
-case "$role" in
-ping)
-    ping -c 5 -W 5 {NC2DD_IP} > /tmp/ping.out 2>&1
-    cat /tmp/ping.out
-    if grep -q ' 0% packet loss' /tmp/ping.out; then echo NC2DD_GUEST_PING_OK; else echo NC2DD_GUEST_PING_LOST; fi
-    ;;
-server)
-    dd if=/dev/urandom of=/www/f bs=1024 count=2048 2>/dev/null
-    echo "NC2DD_GUEST_SHA $(sha256sum /www/f | cut -d' ' -f1)"
-    httpd -p 80 -h /www
-    echo NC2DD_GUEST_SERVING
-    ;;
-client)
-    ping -c 3 -W 5 $peer
-    if wget -q -O /tmp/f http://$peer/f; then
-        echo "NC2DD_GUEST_GOT $(sha256sum /tmp/f | cut -d' ' -f1)"
-        echo NC2DD_GUEST_FETCH_OK
-    else
-        echo NC2DD_GUEST_FETCH_FAILED
-    fi
-    ;;
-esac
-while true; do sleep 1000; done
-"#
-    )
-}
-
-fn report(test: &str, line: &str) {
-    let _ = writeln!(std::io::stderr(), "[{test}] {line}");
-    let path = xenbed::log_dir().join(format!("{test}.times"));
-    if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
-        let _ = writeln!(f, "{line}");
-    }
-}
-
-fn fail(test: &str, e: BedError) -> ! {
-    panic!(
-        "{e}\nserial log: {}",
-        xenbed::log_dir().join(format!("{test}.log")).display()
-    )
-}
-
-/// One member of the bed's gzipped dom0 initramfs (a shell glob naming exactly one file).
-fn from_initramfs(initramfs: &Path, glob: &str) -> Vec<u8> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "gzip -dc '{}' | cpio -i --quiet --to-stdout '{glob}'",
-            initramfs.display()
-        ))
-        .output()
-        .unwrap_or_else(|e| panic!("running gzip | cpio: {e}"));
-    assert!(
-        out.status.success() && !out.stdout.is_empty(),
-        "{glob} is not in {}: {}",
-        initramfs.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// The guest's initramfs: busybox, netfront, and [`guest_init`].
-fn guest_initramfs(bed_initramfs: &Path) -> Vec<u8> {
-    let busybox = from_initramfs(bed_initramfs, "bin/busybox");
-    let netfront = from_initramfs(
-        bed_initramfs,
-        "lib/modules/*/kernel/drivers/net/xen-netfront.ko",
-    );
-    let init = guest_init();
-    xenbed::cpio_newc(&[
-        CpioEntry::dir("bin"),
-        CpioEntry::dir("dev"),
-        CpioEntry::dir("proc"),
-        CpioEntry::dir("sys"),
-        CpioEntry::dir("tmp"),
-        CpioEntry::file("bin/busybox", &busybox),
-        CpioEntry::file("init", init.as_bytes()),
-        CpioEntry::file("xen-netfront.ko", &netfront),
-    ])
 }
 
 /// Boots the bed with nc2dd, the guest kernel and initramfs and `guest_cfgs` (name, config)
@@ -246,79 +115,6 @@ fn start_nc2dd(test: &str, guest_cfgs: &[(&str, String)]) -> (XenBed, u32) {
     (bed, dd.domid)
 }
 
-/// Creates guest `name` and waits until netback logs its vif Connected (InitWait came within
-/// libxl's 10 s, else `xl create` had failed). Returns the guest's id and the backend path.
-fn start_guest(bed: &mut XenBed, test: &str, dd: u32, name: &str) -> (u32, String) {
-    let guest = bed
-        .xl_create(
-            &format!("/nc2dd/{name}.cfg"),
-            name,
-            Duration::from_secs(180),
-        )
-        .unwrap_or_else(|e| fail(test, e));
-    let backend = format!("/local/domain/{dd}/backend/vif/{}/0", guest.domid);
-    let connected = bed
-        .wait_for(&format!("{backend}/state = 4"), Duration::from_secs(180))
-        .unwrap_or_else(|e| fail(test, e));
-    report(
-        test,
-        &format!(
-            "xl create {name} to vif Connected: {:.1} s",
-            connected
-                .arrived
-                .saturating_duration_since(guest.started)
-                .as_secs_f64()
-        ),
-    );
-    (guest.domid, backend)
-}
-
-/// Reads guest `name`'s console log every few seconds until one of its `NC2DD_GUEST_*` markers
-/// is `ok` (returns the markers with their words) or one of `bad` (panics with the console).
-fn guest_verdict(bed: &mut XenBed, test: &str, name: &str, ok: &str, bad: &[&str]) -> String {
-    let log = guest_log(name);
-    let started = Instant::now();
-    let verdict = loop {
-        let out = bed
-            .run(
-                &format!("grep -o 'NC2DD_GUEST_[A-Z_]*[ 0-9a-f]*' {log} | tr '\\n' ' '; echo"),
-                Duration::from_secs(60),
-            )
-            .unwrap_or_else(|e| fail(test, e));
-        if out.contains(ok) {
-            break Ok(out);
-        }
-        if bad.iter().any(|b| out.contains(b)) {
-            break Err(out);
-        }
-        if started.elapsed() > Duration::from_secs(240) {
-            break Err(format!("no verdict from {name} in 240 s: {out}"));
-        }
-        std::thread::sleep(Duration::from_secs(5));
-    };
-    match verdict {
-        Ok(out) => out,
-        Err(why) => {
-            let console = bed
-                .run(&format!("tail -n 40 {log}"), Duration::from_secs(60))
-                .unwrap_or_else(|e| fail(test, e));
-            panic!("{name} failed ({why}); its console ends:\n{console}");
-        }
-    }
-}
-
-/// The last non-empty line of a dom0 command's output (the value after the echoed command).
-fn read_key(bed: &mut XenBed, test: &str, key: &str) -> String {
-    let out = bed
-        .run(&format!("xenstore-read {key}"), Duration::from_secs(60))
-        .unwrap_or_else(|e| fail(test, e));
-    out.lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("")
-        .to_string()
-}
-
 #[test]
 fn stock_linux_netfront_guest_pings_netback() {
     const TEST: &str = "xen_guest_netfront_ping";
@@ -326,11 +122,16 @@ fn stock_linux_netfront_guest_pings_netback() {
         TEST,
         &[(
             GUEST_NAME,
-            guest_cfg(GUEST_NAME, GUEST_MAC, GUEST_IP, "nc2dd.role=ping"),
+            guest_cfg(
+                GUEST_NAME,
+                GUEST_MAC,
+                GUEST_IP,
+                &format!("nc2dd.role=ping nc2dd.peer={NC2DD_IP}"),
+            ),
         )],
     );
     let t_guest = Instant::now();
-    let (domid, backend) = start_guest(&mut bed, TEST, dd, GUEST_NAME);
+    let (domid, backend, _) = start_guest(&mut bed, TEST, dd, GUEST_NAME);
     guest_verdict(
         &mut bed,
         TEST,
@@ -446,7 +247,7 @@ fn two_netfront_guests_transfer_a_file_through_netback() {
             ),
         ],
     );
-    let (_, server_backend) = start_guest(&mut bed, TEST, dd, SERVER);
+    let (_, server_backend, _) = start_guest(&mut bed, TEST, dd, SERVER);
     let served = guest_verdict(
         &mut bed,
         TEST,
@@ -455,7 +256,7 @@ fn two_netfront_guests_transfer_a_file_through_netback() {
         &["NC2DD_GUEST_INSMOD_FAILED"],
     );
     let t_client = Instant::now();
-    let (_, client_backend) = start_guest(&mut bed, TEST, dd, CLIENT);
+    let (_, client_backend, _) = start_guest(&mut bed, TEST, dd, CLIENT);
     let got = guest_verdict(
         &mut bed,
         TEST,
@@ -471,12 +272,10 @@ fn two_netfront_guests_transfer_a_file_through_netback() {
         ),
     );
     let sum_after = |out: &str, marker: &str| -> String {
-        out.split(marker)
-            .skip(1)
-            .filter_map(|rest| rest.split_whitespace().next())
-            .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        sums_after(out, marker)
+            .into_iter()
+            .next()
             .unwrap_or_else(|| panic!("no SHA-256 after {marker} in {out:?}"))
-            .to_string()
     };
     let sent = sum_after(&served, "NC2DD_GUEST_SHA ");
     let received = sum_after(&got, "NC2DD_GUEST_GOT ");

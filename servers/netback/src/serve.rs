@@ -8,13 +8,28 @@
 //!
 //! Without Xen (bare QEMU) the task ends at once, successfully.
 //!
-//! The loop: poll until idle, publish counters at most once a second, then sleep on the Xen
-//! event bit and the timer (a rate-limit deadline, or [`IDLE_MS`] so a lost wake-up costs at
-//! most that).
+//! The NIC ([`Uplink`]): when the system description gives netback the queue-pair channel
+//! `qp0`, netback's NIC port ([`netback::nicport`]) runs over it with buffers in netback's own
+//! DMA memory; every MAC netback serves gets a NIC pool of its own. The port joins netback's
+//! switch only once nic-ixgbe has answered (allocated the first pool): a system without the
+//! NIC (nic-ixgbe found no device and stopped) keeps the switch exactly as it is without a
+//! channel, and what netback asked for just stays unanswered.
+//!
+//! The loop: poll and exchange with the NIC until idle, publish counters at most once a
+//! second, then sleep on the Xen event bit, the queue-pair kick and the timer (a rate-limit
+//! deadline, or [`IDLE_MS`] so a lost wake-up costs at most that).
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+
+use libnc2::shm::SharedMem;
 use nc2dd_abi::system_table::NO_BIT;
+use netback::hv::Hypervisor;
+use netback::nicport::{DmaRegion, NicPort, PortConfig, PortStats};
+use netback::switch::Mac;
+use qpair::{ChannelError, Layout, NetbackEnd};
 use userland::syscall;
 
 use crate::gateway_hv::GatewayHv;
@@ -26,6 +41,222 @@ const IDLE_MS: u64 = 200;
 const PUBLISH_MS: u64 = 1000;
 /// Polls in a row while work keeps coming, before the loop sleeps once.
 const BUSY_ROUNDS: usize = 64;
+/// The NIC port's statistics are logged at most this often (when they changed).
+const PORT_REPORT_MS: u64 = 5000;
+
+/// The queue-pair channel to nic-ixgbe in the system description.
+const QP_CHANNEL: &str = "qp0";
+
+/// The NIC port's buffers: one 2 KiB buffer per frame (the NIC's receive buffer size), at most
+/// 63 per pool and direction (nic-ixgbe's descriptor rings hold 64), a pool for the responder
+/// and up to seven vifs. 1 MiB of netback's 4 MiB DMA budget.
+const PORT: PortConfig = PortConfig {
+    buf_size: 2048,
+    rx_per_pool: 32,
+    tx_per_pool: 32,
+    max_pools: 8,
+};
+
+/// Ring sizes of a queue-pair channel of `bytes`: 16 control entries and the largest
+/// power-of-two RX/TX rings (at most 4096) that fit. nic-ixgbe derives its end the same way
+/// from the same size (`servers/nic-ixgbe/src/server/queue_pair.rs`).
+fn layout_for(bytes: u64) -> Option<Layout> {
+    let mut n = 4096u32;
+    while n >= 16 {
+        let l = Layout {
+            ctrl: 16,
+            rx: n,
+            tx: n,
+        };
+        if (l.words() as u64) * 8 <= bytes {
+            return Some(l);
+        }
+        n /= 2;
+    }
+    None
+}
+
+/// netback's way to the wire: the NIC port over `qp0`.
+struct Uplink {
+    port: NicPort<'static>,
+    channel: usize,
+    kick_mask: u64,
+    /// The port is in the switch (nic-ixgbe answered).
+    attached: bool,
+    /// The responder's MAC (named as such in the log).
+    responder: Mac,
+    /// (MAC, NIC pool) pairs already logged.
+    announced: Vec<(Mac, u8)>,
+    logged: PortStats,
+    last_report_ms: u64,
+    /// Since when a served MAC waits for its pool (frames for the wire are held meanwhile).
+    waiting_since_ms: Option<u64>,
+    /// Why the loop woke up: (Xen event, queue-pair kick, timer only), for the report line.
+    wakeups: (u64, u64, u64),
+}
+
+/// How long frames for the wire wait for a pool netback asked for, before they are handed to
+/// the port anyway (which drops those whose source has no pool).
+const POOL_WAIT_MS: u64 = 1000;
+
+impl Uplink {
+    /// The port, if the system has the channel and the DMA budget covers the buffers; a
+    /// system without them serves vifs without a NIC (said in the log).
+    fn open(responder: Mac) -> Option<Self> {
+        let (channel, ch) = userland::info().channel(QP_CHANNEL)?;
+        let Some(layout) = layout_for(ch.size).filter(|_| ch.kick_bit < 64) else {
+            log::warn!("channel {QP_CHANNEL} is unusable (size or kick bit): no NIC");
+            return None;
+        };
+        let (base, size) = userland::channel_memory(channel);
+        if base.is_null() || !(base as usize).is_multiple_of(8) || size < layout.words() * 8 {
+            log::warn!("channel {QP_CHANNEL} is not mapped as described: no NIC");
+            return None;
+        }
+        // SAFETY: the kernel maps the channel (8-byte aligned, `size` bytes, checked above)
+        // into this task for its whole life, shared only with nic-ixgbe; both ends access it
+        // through qpair's atomics only.
+        let mem = unsafe { qpair::channel::region_from_raw(base.cast::<u64>(), layout) };
+        let end = match NetbackEnd::new(mem, layout) {
+            Ok(e) => e,
+            Err(e) => {
+                log::warn!("channel {QP_CHANNEL}: {e:?}: no NIC");
+                return None;
+            }
+        };
+        let len = PORT.dma_bytes();
+        let Some((ptr, bus)) = syscall::dma_alloc(len) else {
+            log::warn!("no {len} bytes of DMA memory for the NIC port: no NIC");
+            return None;
+        };
+        let base = NonNull::new(ptr)?;
+        // SAFETY: the kernel hands out page-aligned, zeroed DMA memory of `len` bytes (a
+        // multiple of 8), mapped into this task for its whole life; only the NIC writes it
+        // besides us, and SharedMem accesses it atomically.
+        let mem = unsafe { SharedMem::from_raw(base, len) };
+        let port = NicPort::new(end, DmaRegion { mem, bus }, PORT)?;
+        log::info!(
+            "NIC port on {QP_CHANNEL}: {} KiB of buffers at bus {bus:#x}, rings rx {} tx {}",
+            len >> 10,
+            layout.rx,
+            layout.tx
+        );
+        Some(Self {
+            port,
+            channel,
+            kick_mask: 1 << ch.kick_bit,
+            attached: false,
+            responder,
+            announced: Vec::new(),
+            logged: PortStats::default(),
+            last_report_ms: 0,
+            waiting_since_ms: None,
+            wakeups: (0, 0, 0),
+        })
+    }
+
+    /// One exchange with nic-ixgbe (after netback's poll): pools follow the served MACs, wire
+    /// frames go into the switch, frames for the wire go out; kicks nic-ixgbe when it sleeps.
+    /// Returns the frames that came from the wire (netback polls again to deliver them).
+    ///
+    /// This is `NicPort::exchange` with one difference: while a served MAC waits for its pool
+    /// (a vif just connected: its first ARP requests come at once), frames for the wire stay
+    /// in netback's bounded NIC backlog for up to [`POOL_WAIT_MS`] instead of being dropped
+    /// for want of a pool.
+    fn exchange<H: Hypervisor>(&mut self, nb: &mut Netback<H>) -> Result<usize, ChannelError> {
+        let before = self.port.stats.rx_frames;
+        let macs = nb.port_macs();
+        self.port.sync_macs(&macs)?;
+        let mut frames = Vec::new();
+        self.port.poll(&mut frames)?;
+        if !self.attached && macs.iter().any(|m| self.port.pool_of(m).is_some()) {
+            nb.attach_nic();
+            self.attached = true;
+            log::info!("NIC port up: nic-ixgbe answered on {QP_CHANNEL}");
+        }
+        for f in frames {
+            nb.nic_receive(f);
+        }
+        if self.attached {
+            let waiting = macs.iter().any(|m| self.port.pool_of(m).is_none());
+            let now = syscall::uptime_ms();
+            let since = match (waiting, self.waiting_since_ms) {
+                (false, _) => None,
+                (true, None) => Some(now),
+                (true, Some(t)) => Some(t),
+            };
+            self.waiting_since_ms = since;
+            if since.is_none_or(|t| now.saturating_sub(t) >= POOL_WAIT_MS) {
+                self.port.transmit(nb.take_nic_frames())?;
+            }
+        }
+        if self.port.take_kick() {
+            syscall::notify(self.channel);
+        }
+        self.announce(nb);
+        Ok((self.port.stats.rx_frames - before) as usize)
+    }
+
+    /// Logs each MAC's NIC pool once, and the port's counters now and then.
+    fn announce<H: Hypervisor>(&mut self, nb: &Netback<H>) {
+        let macs = nb.port_macs();
+        self.announced.retain(|(m, _)| macs.contains(m));
+        for m in macs {
+            let Some(pool) = self.port.pool_of(&m) else {
+                continue;
+            };
+            if self.announced.contains(&(m, pool)) {
+                continue;
+            }
+            self.announced.push((m, pool));
+            log::info!(
+                "NIC pool {pool} for {} {}",
+                if m == self.responder {
+                    "the responder"
+                } else {
+                    "vif MAC"
+                },
+                MacText(m)
+            );
+        }
+        let ms = syscall::uptime_ms();
+        if ms.saturating_sub(self.last_report_ms) >= PORT_REPORT_MS
+            && self.port.stats != self.logged
+        {
+            self.last_report_ms = ms;
+            let s = self.port.stats;
+            self.logged = s;
+            log::info!(
+                "NIC port: {} frames from the wire, {} to it, {} receive errors, {} not sent, \
+                 {} dropped, {} bogus completions, {} pools refused; woken by {} Xen events, \
+                 {} NIC kicks, {} timers",
+                s.rx_frames,
+                s.tx_frames,
+                s.rx_errors,
+                s.tx_failed,
+                s.tx_drops,
+                s.bogus,
+                s.refused,
+                self.wakeups.0,
+                self.wakeups.1,
+                self.wakeups.2
+            );
+        }
+    }
+}
+
+struct MacText(Mac);
+
+impl core::fmt::Display for MacText {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
 
 fn parse_ip(s: &str) -> Option<[u8; 4]> {
     let mut ip = [0u8; 4];
@@ -103,11 +334,28 @@ pub fn run() -> Result<(), String> {
         ip[3],
         cfg.max_queues
     );
+    let responder = cfg.mac;
     let mut nb = Netback::new(hv, cfg);
+    let mut uplink = Uplink::open(responder);
+    let qp_mask = uplink.as_ref().map_or(0, |u| u.kick_mask);
     let mut last_publish = 0u64;
     loop {
         let mut rounds = 0;
-        while nb.poll() > 0 && rounds < BUSY_ROUNDS {
+        loop {
+            let mut work = nb.poll();
+            if let Some(u) = uplink.as_mut() {
+                match u.exchange(&mut nb) {
+                    Ok(n) => work += n,
+                    Err(e) => {
+                        // A peer index out of range: the channel is unusable from now on.
+                        log::error!("NIC port dropped: channel {QP_CHANNEL}: {e:?}");
+                        uplink = None;
+                    }
+                }
+            }
+            if work == 0 || rounds == BUSY_ROUNDS {
+                break;
+            }
             rounds += 1;
         }
         let now_ms = syscall::uptime_ms();
@@ -127,7 +375,14 @@ pub fn run() -> Result<(), String> {
             continue;
         }
         syscall::set_timer(sleep);
-        let got = syscall::wait(xen_mask | timer_mask);
+        let got = syscall::wait(xen_mask | timer_mask | qp_mask);
+        if let Some(u) = uplink.as_mut() {
+            match (got & xen_mask != 0, got & qp_mask != 0) {
+                (true, _) => u.wakeups.0 += 1,
+                (false, true) => u.wakeups.1 += 1,
+                (false, false) => u.wakeups.2 += 1,
+            }
+        }
         syscall::set_timer(0);
         if got & xen_mask != 0 {
             nb.hv_mut().note_event();
@@ -136,6 +391,5 @@ pub fn run() -> Result<(), String> {
 }
 
 fn hv_domid(hv: &GatewayHv) -> u16 {
-    use netback::hv::Hypervisor;
     hv.domid()
 }

@@ -1,10 +1,11 @@
 //! The server's life: bring the claimed NIC up, give each configured MAC a pool with receive
 //! buffers posted, then serve until told to finish, and release everything on the way out.
 //!
-//! Serving: wait on the device's MSI-X notification bits and the timer (the fallback poll), drain
-//! every pool's receive ring, hand each frame to the responder, send its replies on the same pool,
-//! repost the buffers, reclaim transmit buffers, re-enable the pools' NIC vectors and
-//! acknowledge the vectors that fired to the kernel.
+//! Serving: wait on the device's MSI-X notification bits, the queue-pair kick and the timer (the
+//! fallback poll), drain every responder pool's receive ring, hand each frame to the responder,
+//! send its replies on the same pool, repost the buffers, reclaim transmit buffers, serve
+//! netback's queue pair ([`super::queue_pair`]: its pools are netback's, not the responder's),
+//! re-enable the pools' NIC vectors and acknowledge the vectors that fired to the kernel.
 //!
 //! Invariants: a receive buffer is either posted to the NIC or being handled, never both (its id
 //! is its index in the pool's receive [`Buffers`]); a transmit buffer is either on the free list
@@ -18,6 +19,7 @@ use nic_ixgbe::{Chip, Config, Error, Nic, PoolFlags, Released, RxBuf, RxCompleti
 use userland::syscall;
 
 use super::platform::{Bdf, Buffers, Claim, KernelDelay, KernelDma};
+use super::queue_pair::QueuePair;
 use super::respond::{self, Answer, Identity, Mac, Verdict};
 use super::settings::Settings;
 
@@ -32,7 +34,7 @@ const LINK_TIMEOUT_MS: u32 = 5000;
 /// would throttle a pool under real traffic).
 const LOG_FRAMES: u64 = 64;
 
-type Driver = Nic<nic_ixgbe::Mmio, KernelDma, KernelDelay>;
+pub type Driver = Nic<nic_ixgbe::Mmio, KernelDma, KernelDelay>;
 
 /// Why the server stopped before serving.
 #[derive(Debug)]
@@ -43,6 +45,7 @@ pub enum StartError {
     NoMac,
     Driver(Error),
     Dma,
+    Channel(alloc::string::String),
 }
 
 impl core::fmt::Display for StartError {
@@ -51,9 +54,12 @@ impl core::fmt::Display for StartError {
             StartError::Device(e) => write!(f, "{e}"),
             StartError::Settings(b) => write!(f, "task argument {:?} does not parse", b.0),
             StartError::UnknownChip(v, d) => write!(f, "no driver for {v:04x}:{d:04x}"),
-            StartError::NoMac => f.write_str("no pool MAC given (mac0=..)"),
+            StartError::NoMac => {
+                f.write_str("no pool MAC given (mac0=..) and no queue pair to serve")
+            }
             StartError::Driver(e) => write!(f, "driver: {e:?}"),
             StartError::Dma => f.write_str("DMA budget too small for the packet buffers"),
+            StartError::Channel(e) => write!(f, "queue pair: {e}"),
         }
     }
 }
@@ -86,6 +92,10 @@ pub struct Server {
     reply: [u8; BUF_SIZE],
     done: bool,
     wakeups: Wakeups,
+    /// netback's queue pair, when the system description has one.
+    qp: Option<QueuePair>,
+    /// Requests arrived while arming the queue pair: poll again before sleeping.
+    qp_pending: bool,
 }
 
 /// Why the serve loop woke up (a wake-up can have both causes).
@@ -121,7 +131,8 @@ impl Server {
         claim.check_config().map_err(StartError::Device)?;
         let chip = chip_of(claim.vendor, claim.device)
             .ok_or(StartError::UnknownChip(claim.vendor, claim.device))?;
-        if settings.guests.iter().all(Option::is_none) {
+        let qp = QueuePair::open().map_err(StartError::Channel)?;
+        if settings.guests.iter().all(Option::is_none) && qp.is_none() {
             return Err(StartError::NoMac);
         }
         let regs = claim.registers().map_err(StartError::Device)?;
@@ -203,6 +214,8 @@ impl Server {
             reply: [0; BUF_SIZE],
             done: false,
             wakeups: Wakeups::default(),
+            qp,
+            qp_pending: false,
         })
     }
 
@@ -222,12 +235,17 @@ impl Server {
         if vectors == 0 {
             warn!("no MSI-X vector routed: polling only");
         }
+        let kick = self.qp.as_ref().map_or(0, QueuePair::kick_mask);
         while !self.finished() {
-            let fired = if vectors | timer != 0 {
+            // Requests left on the channel (no room yet to answer them) are looked at again
+            // soon; never spin on them: netback runs at a lower priority and must get the CPU
+            // to make room.
+            let pending = core::mem::take(&mut self.qp_pending);
+            let fired = if vectors | timer | kick != 0 {
                 if timer != 0 {
-                    syscall::set_timer(self.settings.poll_ms);
+                    syscall::set_timer(if pending { 1 } else { self.settings.poll_ms });
                 }
-                let fired = syscall::wait(vectors | timer);
+                let fired = syscall::wait(vectors | timer | kick);
                 self.wakeups.vector += u64::from(fired & vectors != 0);
                 self.wakeups.timer += u64::from(fired & timer != 0);
                 fired
@@ -238,6 +256,7 @@ impl Server {
             for i in 0..self.pools.len() {
                 self.drain(i);
             }
+            self.serve_queue_pair();
             self.rearm(fired);
         }
         if timer != 0 {
@@ -245,12 +264,27 @@ impl Server {
         }
     }
 
+    /// One service round for netback. A channel whose peer broke the ring indices is
+    /// unusable from then on: it is dropped, and the responder pools carry on.
+    fn serve_queue_pair(&mut self) {
+        let Some(qp) = self.qp.as_mut() else { return };
+        match qp.serve(&mut self.nic) {
+            Ok(pending) => self.qp_pending = pending,
+            Err(e) => {
+                error!("queue pair unusable ({e:?}); serving the responder pools only");
+                info!("{}", qp.summary());
+                self.qp = None;
+            }
+        }
+    }
+
     /// Re-enables the NIC side of every vector, then acknowledges the fired ones to the kernel
     /// (in that order, so a cause raised in between is not lost behind a masked NIC vector).
     fn rearm(&mut self, fired: u64) {
-        for p in &self.pools {
-            if let Err(e) = self.nic.rearm(p.me.pool) {
-                warn!("pool {}: rearm: {:?}", p.me.pool, e);
+        let netback_pools = self.qp.iter().flat_map(QueuePair::pools);
+        for p in self.pools.iter().map(|p| p.me.pool).chain(netback_pools) {
+            if let Err(e) = self.nic.rearm(p) {
+                warn!("pool {}: rearm: {:?}", p, e);
             }
         }
         for (i, bit) in self.claim.vector_bits[..self.claim.vectors]
@@ -453,6 +487,9 @@ impl Server {
 
     /// Logs what each pool saw, releases the pools and the NIC's counters.
     pub fn finish(mut self) {
+        if let Some(qp) = &self.qp {
+            info!("{}", qp.summary());
+        }
         let total = self.frames_total();
         for i in 0..self.pools.len() {
             self.reclaim(i);

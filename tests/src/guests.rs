@@ -1,0 +1,288 @@
+//! Stock Debian Linux PV guests with xen-netfront, for the nested-Xen tests whose guests name
+//! nc2dd as their vif backend: their xl configs, their initramfs (made from the bed's own
+//! busybox and `xen-netfront.ko`, so guest kernel and module always match), and reading their
+//! verdicts from xenconsoled's log files in dom0.
+//!
+//! The guest's init configures `eth0` from `nc2dd.ip` and then acts by `nc2dd.role` (see
+//! [`guest_init`]); every outcome is a `NC2DD_GUEST_*` line on its console, optionally
+//! followed by digits or a hex checksum, which [`guest_verdict`] collects.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::xenbed::{self, BedError, CpioEntry, XenBed};
+
+/// A Linux PV guest whose vif names nc2dd as backend; `args` go to its kernel command line
+/// (the init reads `nc2dd.*` from there).
+pub fn guest_cfg(name: &str, mac: &str, ip: &str, args: &str) -> String {
+    format!(
+        r#"name = "{name}"
+type = "pv"
+kernel = "/nc2dd/vmlinuz"
+ramdisk = "/nc2dd/guest-initrd.cpio"
+extra = "console=hvc0 nc2dd.ip={ip} {args}"
+memory = 256
+vcpus = 1
+vif = [ "backend=nc2dd,mac={mac},ip={ip}" ]
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "destroy"
+"#
+    )
+}
+
+/// Where xenconsoled keeps guest `name`'s console in dom0.
+pub fn guest_log(name: &str) -> String {
+    format!("/var/log/xen/console/guest-{name}.log")
+}
+
+/// The guest's init: netfront and the address from `nc2dd.ip` (a /24), then by `nc2dd.role`:
+/// - `ping` (default): five pings of `nc2dd.peer`, then `NC2DD_GUEST_PING_OK` on 0% loss
+///   (`NC2DD_GUEST_PING_LOST` otherwise);
+/// - `server`: a 2 MiB random file, its SHA-256 as `NC2DD_GUEST_SHA <sum>`, served by busybox
+///   httpd, then `NC2DD_GUEST_SERVING`;
+/// - `client`: pings `nc2dd.peer`, fetches `http://<nc2dd.peer>/f` with wget, prints
+///   `NC2DD_GUEST_GOT <sum>` and `NC2DD_GUEST_FETCH_OK` (or `NC2DD_GUEST_FETCH_FAILED`);
+/// - `wire`: five pings of `nc2dd.peer` (verdict as for `ping`), then fetches
+///   `http://<nc2dd.server>/f` and prints `NC2DD_GUEST_GOT <sum>`, `NC2DD_GUEST_FETCH_MS <ms>`
+///   and `NC2DD_GUEST_FETCH_OK`; then fetches it again every ten seconds, printing
+///   `NC2DD_GUEST_AGAIN <sum>` after each success.
+pub fn guest_init() -> String {
+    r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /www
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev
+/bin/busybox --install -s /bin
+role=ping
+for w in $(cat /proc/cmdline); do
+    case "$w" in
+        nc2dd.role=*) role=${w#nc2dd.role=} ;;
+        nc2dd.ip=*) myip=${w#nc2dd.ip=} ;;
+        nc2dd.peer=*) peer=${w#nc2dd.peer=} ;;
+        nc2dd.server=*) server=${w#nc2dd.server=} ;;
+    esac
+done
+echo NC2DD_GUEST_UP
+insmod /xen-netfront.ko || echo NC2DD_GUEST_INSMOD_FAILED
+i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
+ip link set eth0 up
+ip addr add $myip/24 dev eth0
+ip addr show eth0
+ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
+pings() {
+    ping -c 5 -W 5 $peer > /tmp/ping.out 2>&1
+    cat /tmp/ping.out
+    if grep -q ' 0% packet loss' /tmp/ping.out; then echo NC2DD_GUEST_PING_OK; else echo NC2DD_GUEST_PING_LOST; fi
+}
+case "$role" in
+ping)
+    pings
+    ;;
+server)
+    dd if=/dev/urandom of=/www/f bs=1024 count=2048 2>/dev/null
+    echo "NC2DD_GUEST_SHA $(sha256sum /www/f | cut -d' ' -f1)"
+    httpd -p 80 -h /www
+    echo NC2DD_GUEST_SERVING
+    ;;
+client)
+    ping -c 3 -W 5 $peer
+    if wget -q -O /tmp/f http://$peer/f; then
+        echo "NC2DD_GUEST_GOT $(sha256sum /tmp/f | cut -d' ' -f1)"
+        echo NC2DD_GUEST_FETCH_OK
+    else
+        echo NC2DD_GUEST_FETCH_FAILED
+    fi
+    ;;
+wire)
+    pings
+    t0=$(ms)
+    if wget -q -O /tmp/f http://$server/f; then
+        t1=$(ms)
+        echo "NC2DD_GUEST_GOT $(sha256sum /tmp/f | cut -d' ' -f1)"
+        echo "NC2DD_GUEST_FETCH_MS $((t1 - t0))"
+        echo NC2DD_GUEST_FETCH_OK
+    else
+        echo NC2DD_GUEST_FETCH_FAILED
+    fi
+    while true; do
+        sleep 10
+        rm -f /tmp/g
+        if wget -q -O /tmp/g http://$server/f; then
+            echo "NC2DD_GUEST_AGAIN $(sha256sum /tmp/g | cut -d' ' -f1)"
+        fi
+    done
+    ;;
+esac
+while true; do sleep 1000; done
+"#
+    .to_string()
+}
+
+/// Prints `line` tagged with the test's name and appends it to `<log_dir>/<test>.times`.
+pub fn report(test: &str, line: &str) {
+    let _ = writeln!(std::io::stderr(), "[{test}] {line}");
+    let path = xenbed::log_dir().join(format!("{test}.times"));
+    if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Ends the test with the bed's error and where its serial log is.
+pub fn fail(test: &str, e: BedError) -> ! {
+    panic!(
+        "{e}\nserial log: {}",
+        xenbed::log_dir().join(format!("{test}.log")).display()
+    )
+}
+
+/// One member of the bed's gzipped dom0 initramfs (a shell glob naming exactly one file).
+pub fn from_initramfs(initramfs: &Path, glob: &str) -> Vec<u8> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -dc '{}' | cpio -i --quiet --to-stdout '{glob}'",
+            initramfs.display()
+        ))
+        .output()
+        .unwrap_or_else(|e| panic!("running gzip | cpio: {e}"));
+    assert!(
+        out.status.success() && !out.stdout.is_empty(),
+        "{glob} is not in {}: {}",
+        initramfs.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The guest's initramfs: busybox, netfront, and [`guest_init`].
+pub fn guest_initramfs(bed_initramfs: &Path) -> Vec<u8> {
+    let busybox = from_initramfs(bed_initramfs, "bin/busybox");
+    let netfront = from_initramfs(
+        bed_initramfs,
+        "lib/modules/*/kernel/drivers/net/xen-netfront.ko",
+    );
+    let init = guest_init();
+    xenbed::cpio_newc(&[
+        CpioEntry::dir("bin"),
+        CpioEntry::dir("dev"),
+        CpioEntry::dir("proc"),
+        CpioEntry::dir("sys"),
+        CpioEntry::dir("tmp"),
+        CpioEntry::file("bin/busybox", &busybox),
+        CpioEntry::file("init", init.as_bytes()),
+        CpioEntry::file("xen-netfront.ko", &netfront),
+    ])
+}
+
+/// Creates guest `name` from `/nc2dd/<name>.cfg` and waits until its vif on driver domain `dd`
+/// is Connected (InitWait came within libxl's 10 s, else `xl create` had failed). Returns the
+/// guest's id, the backend path and the time from `xl create` to Connected.
+pub fn start_guest(bed: &mut XenBed, test: &str, dd: u32, name: &str) -> (u32, String, Duration) {
+    let guest = bed
+        .xl_create(
+            &format!("/nc2dd/{name}.cfg"),
+            name,
+            Duration::from_secs(180),
+        )
+        .unwrap_or_else(|e| fail(test, e));
+    let backend = format!("/local/domain/{dd}/backend/vif/{}/0", guest.domid);
+    let connected = bed
+        .wait_for(&format!("{backend}/state = 4"), Duration::from_secs(180))
+        .unwrap_or_else(|e| fail(test, e));
+    let took = connected.arrived.saturating_duration_since(guest.started);
+    report(
+        test,
+        &format!(
+            "xl create {name} to vif Connected: {:.1} s",
+            took.as_secs_f64()
+        ),
+    );
+    (guest.domid, backend, took)
+}
+
+/// Reads guest `name`'s console log every few seconds until one of its `NC2DD_GUEST_*` markers
+/// is `ok` (returns the markers with their words) or one of `bad` (panics with the console).
+pub fn guest_verdict(bed: &mut XenBed, test: &str, name: &str, ok: &str, bad: &[&str]) -> String {
+    let log = guest_log(name);
+    let started = Instant::now();
+    let verdict = loop {
+        let out = bed
+            .run(
+                &format!("grep -o 'NC2DD_GUEST_[A-Z_]*[ 0-9a-f]*' {log} | tr '\\n' ' '; echo"),
+                Duration::from_secs(60),
+            )
+            .unwrap_or_else(|e| fail(test, e));
+        if out.contains(ok) {
+            break Ok(out);
+        }
+        if bad.iter().any(|b| out.contains(b)) {
+            break Err(out);
+        }
+        if started.elapsed() > Duration::from_secs(360) {
+            break Err(format!("no verdict from {name} in 360 s: {out}"));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    };
+    match verdict {
+        Ok(out) => out,
+        Err(why) => {
+            let console = bed
+                .run(&format!("tail -n 40 {log}"), Duration::from_secs(60))
+                .unwrap_or_else(|e| fail(test, e));
+            panic!("{name} failed ({why}); its console ends:\n{console}");
+        }
+    }
+}
+
+/// The first 64-digit hex word after each `marker` in a verdict.
+pub fn sums_after(out: &str, marker: &str) -> Vec<String> {
+    out.split(marker)
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The value of a xenstore key (the last non-empty line of `xenstore-read`'s output).
+pub fn read_key(bed: &mut XenBed, test: &str, key: &str) -> String {
+    let out = bed
+        .run(&format!("xenstore-read {key}"), Duration::from_secs(60))
+        .unwrap_or_else(|e| fail(test, e));
+    out.lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_are_found_after_their_marker_only() {
+        let a = "a".repeat(64);
+        let b = "0123456789abcdef".repeat(4);
+        let out = format!(
+            "NC2DD_GUEST_UP NC2DD_GUEST_GOT {a} NC2DD_GUEST_FETCH_MS 812 NC2DD_GUEST_AGAIN {b} \
+             NC2DD_GUEST_AGAIN 12"
+        );
+        assert_eq!(sums_after(&out, "NC2DD_GUEST_GOT "), vec![a]);
+        assert_eq!(sums_after(&out, "NC2DD_GUEST_AGAIN "), vec![b]);
+        assert!(sums_after(&out, "NC2DD_GUEST_SHA ").is_empty());
+    }
+
+    #[test]
+    fn a_guest_config_names_nc2dd_as_backend_and_passes_its_role() {
+        let cfg = guest_cfg("g", "00:16:3e:00:00:0a", "10.0.2.15", "nc2dd.role=wire");
+        assert!(cfg.contains(r#"vif = [ "backend=nc2dd,mac=00:16:3e:00:00:0a,ip=10.0.2.15" ]"#));
+        assert!(cfg.contains("extra = \"console=hvc0 nc2dd.ip=10.0.2.15 nc2dd.role=wire\""));
+        assert!(guest_init().contains("wire)"));
+    }
+}

@@ -793,6 +793,18 @@ impl<'a> NicPort<'a> {
     /// ([`Netback::nic_guest_rx_take`]) and come back to them ([`Netback::nic_guest_rx_done`])
     /// with the frame already in the guest's page.
     pub fn exchange<H: Hypervisor>(&mut self, nb: &mut Netback<H>) -> Result<(), ChannelError> {
+        self.exchange_holding(nb, false)
+    }
+
+    /// [`NicPort::exchange`], but with `hold` frames for the wire stay in netback's bounded NIC
+    /// backlog instead of leaving: the server holds them while a served MAC waits for its
+    /// pool (a vif that just connected sends its first ARP requests at once, and they would
+    /// be dropped for want of a pool).
+    pub fn exchange_holding<H: Hypervisor>(
+        &mut self,
+        nb: &mut Netback<H>,
+        hold: bool,
+    ) -> Result<(), ChannelError> {
         let guest_macs = nb.guest_rx_macs();
         self.sync_pools(&nb.port_macs(), &guest_macs)?;
         let mut frames = Vec::new();
@@ -810,7 +822,11 @@ impl<'a> NicPort<'a> {
             let n = self.post_guest_rx(&mac, &bufs)?;
             nb.nic_guest_rx_untaken(&bufs[n..]);
         }
-        let out = self.transmit_out(nb.take_nic_out());
+        let out = if hold {
+            Ok(())
+        } else {
+            self.transmit_out(nb.take_nic_out())
+        };
         nb.nic_guest_tx_done(&self.take_guest_tx_done());
         out
     }

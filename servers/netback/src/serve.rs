@@ -156,39 +156,29 @@ impl Uplink {
     }
 
     /// One exchange with nic-ixgbe (after netback's poll): pools follow the served MACs, wire
-    /// frames go into the switch, frames for the wire go out; kicks nic-ixgbe when it sleeps.
-    /// Returns the frames that came from the wire (netback polls again to deliver them).
+    /// frames go into the switch, frames for the wire go out, netchannel2 guests' posted
+    /// buffers go to their own pools; kicks nic-ixgbe when it sleeps. Returns the frames that
+    /// came from the wire (netback polls again to deliver them).
     ///
-    /// This is `NicPort::exchange` with one difference: while a served MAC waits for its pool
-    /// (a vif just connected: its first ARP requests come at once), frames for the wire stay
-    /// in netback's bounded NIC backlog for up to [`POOL_WAIT_MS`] instead of being dropped
-    /// for want of a pool.
+    /// While a served MAC waits for its pool, frames for the wire stay in netback's bounded NIC
+    /// backlog for up to [`POOL_WAIT_MS`] instead of being dropped for want of a pool.
     fn exchange<H: Hypervisor>(&mut self, nb: &mut Netback<H>) -> Result<usize, ChannelError> {
         let before = self.port.stats.rx_frames;
         let macs = nb.port_macs();
-        self.port.sync_macs(&macs)?;
-        let mut frames = Vec::new();
-        self.port.poll(&mut frames)?;
+        let waiting = self.attached && macs.iter().any(|m| self.port.pool_of(m).is_none());
+        let now = syscall::uptime_ms();
+        let since = match (waiting, self.waiting_since_ms) {
+            (false, _) => None,
+            (true, None) => Some(now),
+            (true, Some(t)) => Some(t),
+        };
+        self.waiting_since_ms = since;
+        let hold = !self.attached || since.is_some_and(|t| now.saturating_sub(t) < POOL_WAIT_MS);
+        self.port.exchange_holding(nb, hold)?;
         if !self.attached && macs.iter().any(|m| self.port.pool_of(m).is_some()) {
             nb.attach_nic();
             self.attached = true;
             log::info!("NIC port up: nic-ixgbe answered on {QP_CHANNEL}");
-        }
-        for f in frames {
-            nb.nic_receive(f);
-        }
-        if self.attached {
-            let waiting = macs.iter().any(|m| self.port.pool_of(m).is_none());
-            let now = syscall::uptime_ms();
-            let since = match (waiting, self.waiting_since_ms) {
-                (false, _) => None,
-                (true, None) => Some(now),
-                (true, Some(t)) => Some(t),
-            };
-            self.waiting_since_ms = since;
-            if since.is_none_or(|t| now.saturating_sub(t) >= POOL_WAIT_MS) {
-                self.port.transmit(nb.take_nic_frames())?;
-            }
         }
         if self.port.take_kick() {
             syscall::notify(self.channel);

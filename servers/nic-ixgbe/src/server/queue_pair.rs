@@ -8,9 +8,12 @@
 //! NIC port does not arm its completion rings (see `servers/netback/src/nicport.rs`).
 //!
 //! Trust: everything netback writes is checked by qpair (decoding) and by the service
-//! (ownership, lengths, outstanding buffers, bus window). The bus window is wide: the task
+//! (ownership, lengths, outstanding buffers, bus windows). The windows are wide: the task
 //! info says nothing about the peer's DMA regions, so netback's buffers are accepted anywhere
-//! in the RAM the kernel identity-maps (below 4 GiB), see [`NETBACK_WINDOW`].
+//! in the RAM the kernel identity-maps (below 4 GiB, [`NETBACK_WINDOW`]) and in the
+//! guest-physical hole above RAM where the Xen gateway maps the pages netchannel2 guests grant
+//! (their receive buffers, filled by the NIC with no copy, [`GRANT_WINDOW`]). The windows catch
+//! garbage; the IOMMU bounds what the NIC can reach at all.
 
 use alloc::format;
 use alloc::string::String;
@@ -37,6 +40,15 @@ pub const NETBACK_WINDOW: Window = Window {
 const ROUNDS: usize = 8;
 /// How often the per-pool counters of netback's pools are logged (when they changed).
 const REPORT_MS: u64 = 5000;
+
+/// Where the Xen gateway maps guests' granted pages: above 4 GiB (the hole above nc2dd's RAM)
+/// and below 2^39, the address width of the IOMMUs nc2dd runs behind. Under Xen HVM with an
+/// IOMMU a mapped grant's bus address is its guest-physical address (see the gateway's
+/// `xen_grant_bus`).
+pub const GRANT_WINDOW: Window = Window {
+    start: 1 << 32,
+    end: 1 << 39,
+};
 
 /// Control rings get 16 entries; the RX and TX rings the largest power of two (at most 4096)
 /// for which all six rings fit in `bytes`. netback computes the same from the same size, so
@@ -96,7 +108,7 @@ impl QueuePair {
         );
         Ok(Some(Self {
             end,
-            service: Service::new(&[NETBACK_WINDOW]),
+            service: Service::new(&[NETBACK_WINDOW, GRANT_WINDOW]),
             channel,
             kick_mask: 1 << ch.kick_bit,
             announced: 0,

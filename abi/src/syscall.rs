@@ -198,6 +198,11 @@ pub const SYS_XEN_GRANT_UNMAP: u64 = 41;
 /// `xen_grant_copy(segs, count, out) -> 0`: one `GNTTABOP_copy` of `count` [`XenCopySegment`]s;
 /// `out[i]` is Xen's status.
 pub const SYS_XEN_GRANT_COPY: u64 = 42;
+/// `xen_grant_bus(vaddr) -> bus address`: where a device reaches the grant mapped at window page
+/// `vaddr`: its guest-physical address in nc2dd's physmap. Under Xen HVM with an IOMMU, the
+/// IOMMU translates nc2dd's devices through that same physmap (a grant mapped there is
+/// device-reachable at its GPA), so the GPA is the bus address to hand a NIC.
+pub const SYS_XEN_GRANT_BUS: u64 = 43;
 
 /// "No hypervisor": nc2dd does not run on Xen (or Xen bring-up failed).
 pub const XEN_ENODEV: i64 = -19;

@@ -456,7 +456,7 @@ pub fn syscall(
     };
     let mut guard = GATEWAY.lock();
     let Some(g) = guard.as_mut() else {
-        if !handles(n) || n > sys::SYS_XEN_GRANT_COPY {
+        if !handles(n) || n > sys::SYS_XEN_GRANT_BUS {
             return Err(format!("unknown Xen gateway call {n}"));
         }
         frame.rax = sys::XEN_ENODEV as u64;
@@ -484,6 +484,7 @@ pub fn syscall(
         sys::SYS_XEN_GRANT_MAP => g.grant_map(&cx, a0, a1, a2),
         sys::SYS_XEN_GRANT_UNMAP => g.grant_unmap(&cx, a0, a1, a2),
         sys::SYS_XEN_GRANT_COPY => g.grant_copy(&cx, a0, a1, a2),
+        sys::SYS_XEN_GRANT_BUS => g.grant_bus(&cx, a0),
         _ => Err(malformed(format!("unknown Xen gateway call {n}"))),
     };
     match r {
@@ -763,6 +764,19 @@ impl Gateway {
         }
         Caller::write_out(out, &results);
         Ok(0)
+    }
+
+    /// The bus address of a mapped window page: its GPA (the IOMMU under Xen HVM maps nc2dd's
+    /// devices through nc2dd's physmap, where Xen put the foreign frame).
+    fn grant_bus(&mut self, cx: &Caller<'_>, va: u64) -> Result<u64, Fail> {
+        let wi = self.window(cx)?;
+        let w = &self.windows[wi].window;
+        if !va.is_multiple_of(PAGE) || w.mapping(va).is_none() {
+            return Err(malformed(format!(
+                "xen_grant_bus: {va:#x} is not a mapped window page"
+            )));
+        }
+        Ok(Self::gpa_of(w, va))
     }
 
     fn grant_unmap(

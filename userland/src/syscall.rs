@@ -186,6 +186,12 @@ pub fn xen_grant_end(gref: u32) -> Result<(), i64> {
     xen_result(raw(SYS_XEN_GRANT_END, u64::from(gref), 0)).map(|_| ())
 }
 
+/// The bus address (guest-physical address) of the grant mapped at window page `vaddr`, for a
+/// device to DMA to (see `SYS_XEN_GRANT_BUS`).
+pub fn xen_grant_bus(vaddr: u64) -> Result<u64, i64> {
+    xen_result(raw(SYS_XEN_GRANT_BUS, vaddr, 0))
+}
+
 /// Maps a batch of foreign grants into the grant window; `out[i]` is the page's address or
 /// Xen's negative status for `reqs[i]`. `out` must be as long as `reqs`.
 pub fn xen_grant_map(reqs: &[XenMapRequest], out: &mut [i64]) -> Result<(), i64> {

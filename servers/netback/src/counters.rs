@@ -30,6 +30,13 @@ pub struct VifCounters {
     pub notifications: u64,
     /// Protocol violations (each one disconnects the vif).
     pub protocol_errors: u64,
+    /// Frames delivered by copying them into the guest's buffers (grant copy or CPU copy
+    /// into a mapped buffer; SMALL inline packets count too).
+    pub rx_copies: u64,
+    /// Frames the NIC wrote straight into the guest's own posted buffers (no copy at all).
+    pub rx_zero_copy: u64,
+    /// Posted buffers whose grant was already mapped (re-posted: no grant operation).
+    pub grant_reuse: u64,
 }
 
 impl VifCounters {
@@ -52,6 +59,9 @@ impl VifCounters {
         self.copy_bytes = self.copy_bytes.wrapping_add(o.copy_bytes);
         self.notifications = self.notifications.wrapping_add(o.notifications);
         self.protocol_errors = self.protocol_errors.wrapping_add(o.protocol_errors);
+        self.rx_copies = self.rx_copies.wrapping_add(o.rx_copies);
+        self.rx_zero_copy = self.rx_zero_copy.wrapping_add(o.rx_zero_copy);
+        self.grant_reuse = self.grant_reuse.wrapping_add(o.grant_reuse);
     }
 }
 
@@ -59,7 +69,7 @@ impl fmt::Display for VifCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "tx {} pkts {} B {} err, rx {} pkts {} B {} drop, grant {} calls {} ops {} B copied, {} notify, {} proto-err",
+            "tx {} pkts {} B {} err, rx {} pkts {} B {} drop, grant {} calls {} ops {} B copied, {} notify, {} proto-err, rx {} copied {} zero-copy, {} grants reused",
             self.tx_packets,
             self.tx_bytes,
             self.tx_errors,
@@ -70,7 +80,10 @@ impl fmt::Display for VifCounters {
             self.grant_ops,
             self.copy_bytes,
             self.notifications,
-            self.protocol_errors
+            self.protocol_errors,
+            self.rx_copies,
+            self.rx_zero_copy,
+            self.grant_reuse
         )
     }
 }

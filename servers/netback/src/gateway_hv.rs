@@ -1,8 +1,8 @@
 //! [`Hypervisor`] over the kernel's Xen gateway: what netback runs on inside nc2dd.
 //!
 //! Owns: the xenstore client, the set of event-channel ports netback bound, and the local copy
-//! regions (heap pages, never freed: the trait has no release, and a region may be the target of
-//! a copy until its queue is gone).
+//! regions (heap pages, returned by [`Hypervisor::free_local`] when their queue is gone; a
+//! region is only ever the target of a copy during a `grant_copy` call of its queue).
 //!
 //! Invariants:
 //! - the gateway faults a task for a malformed call (a batch over `XEN_MAX_BATCH`, a zero-length
@@ -11,6 +11,9 @@
 //!   that crosses a page is split into per-page pieces, and an out-of-page grant side or an
 //!   unknown region is that operation's `GNTST_bad_copy_arg` status;
 //! - a mapping's handle is its grant-window page index, so unmapping needs no table;
+//! - a writable mapping's bus address is its guest-physical address (`xen_grant_bus`): under
+//!   Xen HVM with an IOMMU the NIC reaches nc2dd's physmap at the same addresses, which is
+//!   what lets the NIC write a guest's posted buffer directly;
 //! - the kernel posts one Xen event bit for all of netback's ports and says not which one fired,
 //!   so [`GatewayHv::evtchn_take_pending`] reports every bound port after an event was noted
 //!   ([`GatewayHv::note_event`]) or after a xenstore request, whose wait may have consumed the
@@ -43,8 +46,8 @@ pub struct GatewayHv {
     domid: DomId,
     ports: BTreeSet<Port>,
     event_seen: bool,
-    /// Base address and length of each local region, by id.
-    regions: Vec<(usize, usize)>,
+    /// Base address and length of each live local region, by id (freed ids are reused).
+    regions: Vec<Option<(usize, usize)>>,
 }
 
 fn errno(e: i64) -> i32 {
@@ -88,7 +91,7 @@ impl GatewayHv {
                 })
             }
             CopyPtr::Local { region, offset } => {
-                let &(base, size) = self.regions.get(region as usize)?;
+                let &(base, size) = self.regions.get(region as usize)?.as_ref()?;
                 let off = offset as usize;
                 (off.checked_add(len)? <= size).then_some(XenCopySide {
                     kind: XEN_COPY_LOCAL,
@@ -232,7 +235,16 @@ impl Hypervisor for GatewayHv {
                 // `grant_unmap` of this handle; the guest writes it concurrently, which
                 // SharedMem's atomic accesses allow.
                 let mem = unsafe { SharedMem::from_raw(base, PAGE) };
-                out.push(Ok(Mapping { handle, mem }));
+                // Only writable pages are ever handed to a device (posted receive buffers).
+                // Assumed here: under Xen HVM with an IOMMU, nc2dd's devices are translated
+                // through nc2dd's own physmap, so a grant mapped into it is reachable at its
+                // guest-physical address, which the gateway reports as the bus address.
+                let bus = if readonly {
+                    None
+                } else {
+                    syscall::xen_grant_bus(va).ok()
+                };
+                out.push(Ok(Mapping { handle, mem, bus }));
             }
         }
         Ok(())
@@ -308,13 +320,37 @@ impl Hypervisor for GatewayHv {
         // SAFETY: a non-zero size layout.
         let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
         let base = NonNull::new(p).ok_or(HvError::NoMemory)?;
-        // SAFETY: `len` bytes of page-aligned heap memory, never freed, so valid for 'static;
-        // only netback and Xen's copies (on netback's behalf) touch it.
+        // SAFETY: `len` bytes of page-aligned heap memory, valid until `free_local` of this
+        // region, which the core calls only after dropping every view of it; only netback and
+        // Xen's copies (on netback's behalf) touch it.
         let mem = unsafe { SharedMem::from_raw(base, len) };
-        self.regions.push((p as usize, len));
-        Ok(LocalRegion {
-            id: (self.regions.len() - 1) as u32,
-            mem,
-        })
+        let entry = Some((p as usize, len));
+        let id = match self.regions.iter().position(Option::is_none) {
+            Some(i) => {
+                self.regions[i] = entry;
+                i
+            }
+            None => {
+                self.regions.push(entry);
+                self.regions.len() - 1
+            }
+        };
+        Ok(LocalRegion { id: id as u32, mem })
+    }
+
+    fn free_local(&mut self, region: LocalRegion) {
+        let Some((base, len)) = self
+            .regions
+            .get_mut(region.id as usize)
+            .and_then(Option::take)
+        else {
+            return;
+        };
+        if let Ok(layout) = Layout::from_size_align(len, PAGE) {
+            // SAFETY: `base` came from `alloc_zeroed` with exactly this layout in `alloc_local`
+            // and is freed once (the table entry was taken above); no copy is in flight, since
+            // copies are synchronous calls.
+            unsafe { alloc::alloc::dealloc(base as *mut u8, layout) };
+        }
     }
 }

@@ -75,6 +75,9 @@ pub struct Mapping {
     pub handle: u32,
     /// The page (may be written by the guest at any time).
     pub mem: SharedMem<'static>,
+    /// Where a device (the NIC) reaches the page, if it can: the bus address the IOMMU
+    /// translates to this frame. `None` when the implementation cannot say (no DMA to it).
+    pub bus: Option<u64>,
 }
 
 /// Local memory that grant copies can reach (the real gateway knows its frames).
@@ -180,6 +183,9 @@ pub trait Hypervisor {
     fn now_ns(&mut self) -> u64;
     /// Local memory of `pages` pages usable as a copy end.
     fn alloc_local(&mut self, pages: usize) -> Result<LocalRegion, HvError>;
+    /// Returns a region from [`Hypervisor::alloc_local`]; its memory (and id) may be reused at
+    /// once, so the caller holds no view of it any more.
+    fn free_local(&mut self, region: LocalRegion);
 }
 
 /// Reads `out.len()` bytes at any byte offset of `mem` (word copies for the aligned middle).

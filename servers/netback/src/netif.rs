@@ -11,7 +11,8 @@
 //!   answers in the same slots. A guest that stops posting buffers only fills its own backlog:
 //!   further frames for it are dropped and counted.
 //!
-//! Invariants: nothing read from the rings is used before libnc2 validated it; grant
+//! Invariants: each queue holds exactly one staging region, from `connect` until
+//! `disconnect` returns it; nothing read from the rings is used before libnc2 validated it; grant
 //! references go only to the hypervisor (which checks them); a ring protocol violation or a
 //! failed copy INTO the guest (it posted a bad grant) is a [`QueueError`] that disconnects the
 //! vif; the ring views are dropped before their pages are unmapped.
@@ -296,7 +297,8 @@ impl NetifQueue {
         self.backlog.len()
     }
 
-    /// Closes the event channels and unmaps the rings (one unmap call).
+    /// Closes the event channels, unmaps the rings (one unmap call) and returns the staging
+    /// memory.
     pub fn disconnect<H: Hypervisor>(self, hv: &mut H) -> VifCounters {
         let NetifQueue {
             tx,
@@ -304,9 +306,11 @@ impl NetifQueue {
             handles,
             port_tx,
             port_rx,
+            stage,
             mut counters,
             ..
         } = self;
+        hv.free_local(stage);
         hv.evtchn_close(port_tx);
         if port_rx != port_tx {
             hv.evtchn_close(port_rx);
@@ -569,6 +573,7 @@ impl NetifQueue {
             self.counters.rx_packets += 1;
             self.counters.rx_bytes += len as u64;
             self.counters.copy_bytes += len as u64;
+            self.counters.rx_copies += 1;
         }
         if self.rx.flush() {
             hv.evtchn_notify(self.port_rx);

@@ -7,6 +7,15 @@
 //! `k*per_pool .. (k+1)*per_pool`, the first `rx_per_pool` for receive, the rest for
 //! transmit; a buffer's id is its index, its bus address `bus + index * buf_size`.
 //!
+//! Guest receive buffers: a pool can instead receive into buffers that are not the port's own
+//! (a netchannel2 guest's posted pages, given by bus address with a caller's tag). Such a pool
+//! ("guest pool") gets none of the port's own receive buffers, so every frame the NIC steers to
+//! it lands in the guest's page; its completions come back as [`GuestRxDone`]s naming the tag,
+//! never as frames. Their channel ids have [`GUEST_ID_BIT`] set and index a slot table; at most
+//! `rx_per_pool` of them are outstanding per pool. Every guest buffer posted comes back exactly
+//! once (a frame, an error, or unused when the pool is released), so the caller knows when the
+//! NIC can no longer write the page.
+//!
 //! Invariants: a completion is acted on only if its id is a buffer of the pool it names and
 //! that buffer is outstanding in that direction (anything else is counted and ignored); a
 //! frame is only posted for a pool the NIC allocated and not released; frames longer than
@@ -71,6 +80,10 @@ enum PoolState {
 struct Pool {
     mac: Mac,
     state: PoolState,
+    /// Receives into guest buffers only ([`NicPort::post_guest_rx`]).
+    guest_rx: bool,
+    /// Guest buffers outstanding at the NIC.
+    guest_out: u32,
     rx_posted: Vec<bool>,
     tx_free: Vec<u32>,
     tx_busy: Vec<bool>,
@@ -95,12 +108,48 @@ pub struct PortStats {
     pub refused: u64,
 }
 
+/// Channel ids of guest receive buffers have this bit set (the port's own ids never do).
+pub const GUEST_ID_BIT: u32 = 1 << 31;
+
+/// A receive buffer that is not the port's own: `len` bytes at bus address `bus`, named by
+/// the caller's `tag` in its completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestRxBuf {
+    /// The caller's name for the buffer.
+    pub tag: u64,
+    /// Bus address the NIC writes to.
+    pub bus: u64,
+    /// Its size.
+    pub len: u16,
+}
+
+/// A guest receive buffer the NIC gave back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestRxDone {
+    /// The tag it was posted with.
+    pub tag: u64,
+    /// Frame bytes in it (status `Frame` only).
+    pub len: u16,
+    /// What happened to it.
+    pub status: RxStatus,
+}
+
+#[derive(Clone, Copy)]
+struct GuestSlot {
+    k: usize,
+    tag: u64,
+    len: u16,
+}
+
 /// netback's end of one queue-pair channel.
 pub struct NicPort<'a> {
     end: NetbackEnd<'a>,
     dma: DmaRegion,
     cfg: PortConfig,
     pools: Vec<Option<Pool>>,
+    guest: Vec<Option<GuestSlot>>,
+    guest_free: Vec<u32>,
+    guest_done: Vec<GuestRxDone>,
     by_nic: [Option<usize>; qpair::msg::MAX_POOLS as usize],
     kick: bool,
     /// What happened so far.
@@ -123,6 +172,9 @@ impl<'a> NicPort<'a> {
             dma,
             cfg,
             pools,
+            guest: Vec::new(),
+            guest_free: Vec::new(),
+            guest_done: Vec::new(),
             by_nic: [None; qpair::msg::MAX_POOLS as usize],
             kick: false,
             stats: PortStats::default(),
@@ -148,10 +200,22 @@ impl<'a> NicPort<'a> {
 
     /// Makes the pools match `macs`: asks for pools of new MACs, releases those of MACs gone.
     pub fn sync_macs(&mut self, macs: &[Mac]) -> Result<(), ChannelError> {
+        self.sync_pools(macs, &[])
+    }
+
+    /// Like [`NicPort::sync_macs`], where the MACs in `guest_rx` get guest pools (receiving
+    /// only into buffers given with [`NicPort::post_guest_rx`]). A pool whose kind no longer
+    /// matches is released and asked for again on a later call.
+    pub fn sync_pools(&mut self, macs: &[Mac], guest_rx: &[Mac]) -> Result<(), ChannelError> {
         let mut ctrl = Vec::new();
         for slot in self.pools.iter_mut() {
             let Some(p) = slot else { continue };
-            if macs.contains(&p.mac) {
+            let want_guest = guest_rx.contains(&p.mac);
+            if p.state == PoolState::Requested {
+                // No buffer was posted yet: the kind can still change.
+                p.guest_rx = want_guest;
+            }
+            if macs.contains(&p.mac) && p.guest_rx == want_guest {
                 continue;
             }
             match p.state {
@@ -176,6 +240,8 @@ impl<'a> NicPort<'a> {
             self.pools[k] = Some(Pool {
                 mac: *mac,
                 state: PoolState::Requested,
+                guest_rx: guest_rx.contains(mac),
+                guest_out: 0,
                 rx_posted: vec![false; per_rx],
                 tx_free: (0..self.cfg.tx_per_pool).rev().collect(),
                 tx_busy: vec![false; self.cfg.tx_per_pool as usize],
@@ -209,6 +275,9 @@ impl<'a> NicPort<'a> {
         let PoolState::Ready(n) = p.state else {
             return Ok(());
         };
+        if p.guest_rx {
+            return Ok(());
+        }
         let mut posts = Vec::new();
         for (i, posted) in p.rx_posted.iter_mut().enumerate() {
             if !*posted {
@@ -310,7 +379,24 @@ impl<'a> NicPort<'a> {
                 _ => self.stats.bogus += 1,
             },
             CtrlReply::PoolReleased { pool } => match self.by_nic[usize::from(pool)].take() {
-                Some(k) => self.pools[k] = None,
+                Some(k) => {
+                    // The NIC completes every buffer before the release; any guest buffer
+                    // still listed is given back unused, so its owner can let the page go.
+                    let left: Vec<usize> = (0..self.guest.len())
+                        .filter(|&i| matches!(self.guest[i], Some(g) if g.k == k))
+                        .collect();
+                    for i in left {
+                        if let Some(g) = self.guest[i] {
+                            self.guest_done.push(GuestRxDone {
+                                tag: g.tag,
+                                len: 0,
+                                status: RxStatus::Unused,
+                            });
+                        }
+                        self.release_guest_slot(i);
+                    }
+                    self.pools[k] = None
+                }
                 None => self.stats.bogus += 1,
             },
         }
@@ -326,6 +412,10 @@ impl<'a> NicPort<'a> {
     }
 
     fn rx_done(&mut self, d: RxDone, out: &mut Vec<Frame>) -> Option<usize> {
+        if d.id & GUEST_ID_BIT != 0 {
+            self.guest_rx_done(d);
+            return None;
+        }
         let rx_n = self.cfg.rx_per_pool as usize;
         let Some((k, i)) = self.locate(d.pool, d.id).filter(|&(_, i)| i < rx_n) else {
             self.stats.bogus += 1;
@@ -351,6 +441,111 @@ impl<'a> NicPort<'a> {
             RxStatus::Unused | RxStatus::Refused => return None,
         }
         (!releasing).then_some(k)
+    }
+
+    fn guest_rx_done(&mut self, d: RxDone) {
+        let i = (d.id & !GUEST_ID_BIT) as usize;
+        let k = self.by_nic.get(usize::from(d.pool)).copied().flatten();
+        let slot = self.guest.get(i).copied().flatten();
+        let Some(g) = slot.filter(|g| Some(g.k) == k) else {
+            self.stats.bogus += 1;
+            return;
+        };
+        let (len, status) = match d.status {
+            RxStatus::Frame if d.len <= g.len => {
+                self.stats.rx_frames += 1;
+                (d.len, RxStatus::Frame)
+            }
+            RxStatus::Frame => {
+                // Longer than the buffer: the NIC (or the peer faking it) is wrong; the page
+                // holds nothing usable.
+                self.stats.bogus += 1;
+                (0, RxStatus::Error)
+            }
+            RxStatus::Error => {
+                self.stats.rx_errors += 1;
+                (0, RxStatus::Error)
+            }
+            s => (0, s),
+        };
+        self.release_guest_slot(i);
+        self.guest_done.push(GuestRxDone {
+            tag: g.tag,
+            len,
+            status,
+        });
+    }
+
+    fn release_guest_slot(&mut self, i: usize) {
+        if let Some(g) = self.guest.get_mut(i).and_then(Option::take) {
+            if let Some(p) = self.pools[g.k].as_mut() {
+                p.guest_out = p.guest_out.saturating_sub(1);
+            }
+            self.guest_free.push(i as u32);
+        }
+    }
+
+    /// How many more guest buffers the guest pool of `mac` takes now (0 if it has none ready).
+    pub fn guest_rx_room(&self, mac: &Mac) -> usize {
+        self.pools
+            .iter()
+            .flatten()
+            .find(|p| p.mac == *mac && p.guest_rx && matches!(p.state, PoolState::Ready(_)))
+            .map_or(0, |p| {
+                self.cfg.rx_per_pool.saturating_sub(p.guest_out) as usize
+            })
+    }
+
+    /// Posts guest buffers to the guest pool of `mac`; returns how many were taken (a prefix
+    /// of `bufs`; the rest were not posted and stay the caller's).
+    pub fn post_guest_rx(&mut self, mac: &Mac, bufs: &[GuestRxBuf]) -> Result<usize, ChannelError> {
+        let room = self.guest_rx_room(mac).min(bufs.len());
+        let Some(k) = self.pools.iter().position(
+            |p| matches!(p, Some(p) if p.mac == *mac && p.guest_rx && matches!(p.state, PoolState::Ready(_))),
+        ) else {
+            return Ok(0);
+        };
+        let Some(PoolState::Ready(n)) = self.pools[k].as_ref().map(|p| p.state) else {
+            return Ok(0);
+        };
+        let mut posts = Vec::with_capacity(room);
+        for b in &bufs[..room] {
+            let i = match self.guest_free.pop() {
+                Some(i) => i as usize,
+                None => {
+                    self.guest.push(None);
+                    self.guest.len() - 1
+                }
+            };
+            self.guest[i] = Some(GuestSlot {
+                k,
+                tag: b.tag,
+                len: b.len,
+            });
+            posts.push(RxPost {
+                pool: n,
+                id: GUEST_ID_BIT | i as u32,
+                addr: b.bus,
+                len: b.len,
+            });
+        }
+        if let Some(p) = self.pools[k].as_mut() {
+            p.guest_out += room as u32;
+        }
+        if posts.is_empty() {
+            return Ok(0);
+        }
+        let r = self.end.post_rx(&posts)?;
+        self.kick |= r.notify;
+        for post in &posts[r.count..] {
+            self.release_guest_slot((post.id & !GUEST_ID_BIT) as usize);
+        }
+        Ok(r.count)
+    }
+
+    /// Guest buffers the NIC gave back since the last call, in completion order.
+    pub fn take_guest_rx_done(&mut self) -> Vec<GuestRxDone> {
+        core::mem::take(&mut self.guest_done)
     }
 
     fn tx_done(&mut self, d: TxDone) {
@@ -450,12 +645,27 @@ impl<'a> NicPort<'a> {
     /// One exchange with netback: pools follow the served MACs, frames from the NIC go into
     /// the switch, frames for the wire go out. The server calls this after `Netback::poll`
     /// and after a queue-pair notification, then kicks the NIC if [`NicPort::take_kick`].
+    ///
+    /// Netchannel2 vifs get guest pools: their posted buffers go to the NIC by bus address
+    /// ([`Netback::nic_guest_rx_take`]) and come back to them ([`Netback::nic_guest_rx_done`])
+    /// with the frame already in the guest's page.
     pub fn exchange<H: Hypervisor>(&mut self, nb: &mut Netback<H>) -> Result<(), ChannelError> {
-        self.sync_macs(&nb.port_macs())?;
+        let guest_macs = nb.guest_rx_macs();
+        self.sync_pools(&nb.port_macs(), &guest_macs)?;
         let mut frames = Vec::new();
         self.poll(&mut frames)?;
         for f in frames {
             nb.nic_receive(f);
+        }
+        nb.nic_guest_rx_done(&self.take_guest_rx_done());
+        for mac in guest_macs {
+            let room = self.guest_rx_room(&mac);
+            if room == 0 {
+                continue;
+            }
+            let bufs = nb.nic_guest_rx_take(&mac, room);
+            let n = self.post_guest_rx(&mac, &bufs)?;
+            nb.nic_guest_rx_untaken(&bufs[n..]);
         }
         self.transmit(nb.take_nic_frames())
     }

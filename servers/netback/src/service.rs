@@ -3,6 +3,12 @@
 //! in/out queues. The server's main loop only has to call [`Netback::poll`] when a
 //! notification (xenstore, event channel, queue pair) arrives.
 //!
+//! A vif is either netif (its queues) or netchannel2 (one [`Nc2Vif`]), as its frontend chose;
+//! both sit behind the same switch port, counters and teardown. A netchannel2 vif's posted
+//! buffers can go to the NIC by bus address (`nic_guest_rx_*`, driven by
+//! [`crate::nicport::NicPort::exchange`]); a buffer still at the NIC when its vif goes keeps its
+//! mapping until the NIC gives it back, then it is unmapped here.
+//!
 //! Invariants: a vif that misbehaves (bad keys, ring violation, bad rx grant) is disconnected
 //! and logged by `xenbus`, and nothing it did reaches other vifs' state; every frame a vif
 //! cannot take is dropped and counted on that vif; one poll round services each active queue
@@ -13,11 +19,13 @@ use alloc::format;
 use alloc::vec::Vec;
 
 use crate::counters::VifCounters;
-use crate::hv::{Hypervisor, Port};
+use crate::hv::{Hypervisor, PAGE, Port};
+use crate::nc2::{Nc2Config, Nc2Vif};
 use crate::netif::{NetifQueue, QueueError};
+use crate::nicport::{GuestRxBuf, GuestRxDone};
 use crate::rate::Credit;
 use crate::responder::Responder;
-use crate::switch::{Frame, Mac, PortId, Switch};
+use crate::switch::{ETH_HLEN, Frame, Mac, PortId, Switch};
 use crate::xenbus::{Action, VifKey, Xenbus};
 
 /// netback's settings.
@@ -37,6 +45,8 @@ pub struct Config {
     pub nic_backlog: usize,
     /// MACs the switch learns at most.
     pub max_macs: usize,
+    /// Limits of netchannel2 vifs.
+    pub nc2: Nc2Config,
 }
 
 impl Default for Config {
@@ -49,6 +59,7 @@ impl Default for Config {
             tx_budget: 64,
             nic_backlog: 1024,
             max_macs: 1024,
+            nc2: Nc2Config::default(),
         }
     }
 }
@@ -56,7 +67,19 @@ impl Default for Config {
 struct Vif {
     id: u32,
     queues: Vec<NetifQueue>,
+    nc2: Option<Nc2Vif>,
     retired: VifCounters,
+}
+
+impl Vif {
+    fn staging_regions(&self) -> usize {
+        self.queues.len() + usize::from(self.nc2.is_some())
+    }
+}
+
+/// A buffer tag at the NIC: the vif's handle and the buffer id.
+fn tag(vif: u32, buf: u32) -> u64 {
+    (u64::from(vif) << 32) | u64::from(buf)
 }
 
 /// The netback core.
@@ -78,6 +101,11 @@ pub struct Netback<H: Hypervisor> {
     retired: BTreeMap<VifKey, VifCounters>,
     kicked: BTreeSet<(u32, usize)>,
     published: BTreeMap<VifKey, VifCounters>,
+    nic_attached: bool,
+    /// Mappings of buffers that were at the NIC when their vif went: tag -> handle.
+    nic_held: BTreeMap<u64, u32>,
+    /// Staging regions allocated and not yet returned.
+    staging: usize,
 }
 
 fn flow_hash(d: &[u8]) -> usize {
@@ -110,7 +138,21 @@ impl<H: Hypervisor> Netback<H> {
             retired: BTreeMap::new(),
             kicked: BTreeSet::new(),
             published: BTreeMap::new(),
+            nic_attached: false,
+            nic_held: BTreeMap::new(),
+            staging: 0,
         }
+    }
+
+    /// Staging (local copy) regions the core holds now: one per netif queue and one per
+    /// netchannel2 vif; back to zero once every vif is gone.
+    pub fn staging_outstanding(&self) -> usize {
+        self.staging
+    }
+
+    /// Buffer mappings kept only because the NIC still holds the buffer (their vif is gone).
+    pub fn nic_held_mappings(&self) -> usize {
+        self.nic_held.len()
     }
 
     /// The hypervisor.
@@ -142,6 +184,9 @@ impl<H: Hypervisor> Netback<H> {
             for q in &v.queues {
                 t.add(&q.counters);
             }
+            if let Some(n) = &v.nc2 {
+                t.add(&n.counters);
+            }
         }
         c
     }
@@ -151,7 +196,12 @@ impl<H: Hypervisor> Netback<H> {
     pub fn next_deadline(&self) -> Option<u64> {
         self.vifs
             .values()
-            .flat_map(|(_, v)| v.queues.iter().filter_map(NetifQueue::throttled_until))
+            .flat_map(|(_, v)| {
+                v.queues
+                    .iter()
+                    .filter_map(NetifQueue::throttled_until)
+                    .chain(v.nc2.as_ref().and_then(Nc2Vif::throttled_until))
+            })
             .chain(self.xenbus.next_deadline())
             .min()
     }
@@ -178,6 +228,95 @@ impl<H: Hypervisor> Netback<H> {
     /// are then also queued for it.
     pub fn attach_nic(&mut self) {
         self.switch.add_port(PortId::Nic, None);
+        self.nic_attached = true;
+    }
+
+    /// The MACs of connected netchannel2 vifs: their NIC pools receive into the guests'
+    /// own posted buffers (empty while no NIC port is attached).
+    pub fn guest_rx_macs(&self) -> Vec<Mac> {
+        if !self.nic_attached {
+            return Vec::new();
+        }
+        self.ids
+            .iter()
+            .filter(|(_, id)| self.vifs.get(id).is_some_and(|(_, v)| v.nc2.is_some()))
+            .filter_map(|(k, _)| self.macs.get(k).copied().flatten())
+            .collect()
+    }
+
+    fn nc2_by_mac(&mut self, mac: &Mac) -> Option<&mut Nc2Vif> {
+        let key = self
+            .macs
+            .iter()
+            .find(|(k, m)| **m == Some(*mac) && self.ids.contains_key(k))
+            .map(|(k, _)| *k)?;
+        let id = self.ids.get(&key)?;
+        self.vifs.get_mut(id)?.1.nc2.as_mut()
+    }
+
+    /// Up to `n` posted buffers of the netchannel2 vif with `mac`, for its NIC pool; they are
+    /// at the NIC until [`Netback::nic_guest_rx_done`] or [`Netback::nic_guest_rx_untaken`].
+    pub fn nic_guest_rx_take(&mut self, mac: &Mac, n: usize) -> Vec<GuestRxBuf> {
+        let Some(v) = self.nc2_by_mac(mac) else {
+            return Vec::new();
+        };
+        let id = v.id();
+        v.nic_take(n)
+            .into_iter()
+            .map(|(b, bus)| GuestRxBuf {
+                tag: tag(id, b),
+                bus,
+                len: PAGE as u16,
+            })
+            .collect()
+    }
+
+    /// Buffers from [`Netback::nic_guest_rx_take`] that the port could not post.
+    pub fn nic_guest_rx_untaken(&mut self, bufs: &[GuestRxBuf]) {
+        let done: Vec<GuestRxDone> = bufs
+            .iter()
+            .map(|b| GuestRxDone {
+                tag: b.tag,
+                len: 0,
+                status: qpair::RxStatus::Unused,
+            })
+            .collect();
+        self.nic_guest_rx_done(&done);
+    }
+
+    /// Guest buffers the NIC gave back: a frame goes to its guest (no copy), an unused buffer
+    /// is idle again; the buffer of a vif that is gone is unmapped now.
+    pub fn nic_guest_rx_done(&mut self, done: &[GuestRxDone]) {
+        let mut unmap = Vec::new();
+        for d in done {
+            if let Some(h) = self.nic_held.remove(&d.tag) {
+                unmap.push(h);
+                continue;
+            }
+            let (id, buf) = ((d.tag >> 32) as u32, d.tag as u32);
+            let filled = (d.status == qpair::RxStatus::Frame).then_some(d.len);
+            let Some(v) = self.vifs.get_mut(&id).and_then(|(_, v)| v.nc2.as_mut()) else {
+                continue;
+            };
+            if !v.nic_done(buf, filled) {
+                continue;
+            }
+            if filled.is_some() {
+                // The switch still learns the sender; the CPU reads only the header.
+                let mut hdr = [0u8; ETH_HLEN];
+                if v.peek_buffer(buf, &mut hdr) {
+                    let mut dests = Vec::new();
+                    self.switch.route(PortId::Nic, &hdr, &mut dests);
+                }
+                self.kicked.insert((id, 0));
+            }
+        }
+        if !unmap.is_empty() {
+            // The vif is gone, so the calls are counted on no vif.
+            if let Err(e) = self.hv.grant_unmap(&unmap) {
+                log::warn!("unmapping buffers the NIC gave back: {e}");
+            }
+        }
     }
 
     /// The MACs that need a NIC pool: the responder's and each connected vif's.
@@ -239,6 +378,22 @@ impl<H: Hypervisor> Netback<H> {
                 let Some((_, vif)) = self.vifs.get_mut(&id) else {
                     continue;
                 };
+                if let Some(n2) = vif.nc2.as_mut() {
+                    let mut out = Vec::new();
+                    let r = n2
+                        .guest_tx(&mut self.hv, self.cfg.tx_budget, now, &mut out)
+                        .and_then(|n| Ok((n, n2.tx_final_check(&mut self.hv)?)));
+                    match r {
+                        Ok((n, more)) => {
+                            moved += n;
+                            again |=
+                                (more || n == self.cfg.tx_budget) && n2.throttled_until().is_none();
+                        }
+                        Err(e) => failed.push((id, e)),
+                    }
+                    frames.extend(out.into_iter().map(|f| (id, f)));
+                    continue;
+                }
                 let Some(q) = vif.queues.get_mut(qi) else {
                     continue;
                 };
@@ -259,6 +414,23 @@ impl<H: Hypervisor> Netback<H> {
                 self.forward(PortId::Vif(id), f);
             }
             for (id, vif) in self.vifs.values_mut().map(|(_, v)| (v.id, v)) {
+                if let Some(n2) = vif.nc2.as_mut()
+                    && n2.rx_pending() > 0
+                {
+                    let r = n2
+                        .guest_rx(&mut self.hv)
+                        .and_then(|n| Ok((n, n2.tx_final_check(&mut self.hv)?)));
+                    match r {
+                        Ok((n, more)) => {
+                            moved += n;
+                            if more {
+                                again = true;
+                                active.insert((id, 0));
+                            }
+                        }
+                        Err(e) => failed.push((id, e)),
+                    }
+                }
                 for (qi, q) in vif.queues.iter_mut().enumerate() {
                     if q.backlog() == 0 {
                         continue;
@@ -296,6 +468,37 @@ impl<H: Hypervisor> Netback<H> {
             }
             Action::Connect(key, info) => {
                 self.disconnect(key, false);
+                if let Some(refs) = info.nc2 {
+                    let id = self.next_id;
+                    match Nc2Vif::connect(&mut self.hv, key.0, id, refs, self.cfg.nc2) {
+                        Ok(mut v) => {
+                            self.next_id += 1;
+                            if let Some(r) = info.rate {
+                                let now = self.hv.now_ns();
+                                v.set_credit(Credit::new(r, now));
+                            }
+                            self.ports.insert(v.port(), (id, 0));
+                            self.add_vif(
+                                key,
+                                Vif {
+                                    id,
+                                    queues: Vec::new(),
+                                    nc2: Some(v),
+                                    retired: VifCounters::default(),
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            let retired = VifCounters {
+                                protocol_errors: 1,
+                                ..VifCounters::default()
+                            };
+                            self.retired.entry(key).or_default().add(&retired);
+                            self.xenbus.fail(&mut self.hv, key, &format!("{e}"));
+                        }
+                    }
+                    return;
+                }
                 let mut queues = Vec::new();
                 let mut err = None;
                 for refs in &info.queues {
@@ -336,24 +539,15 @@ impl<H: Hypervisor> Netback<H> {
                     self.ports.insert(t, (id, qi));
                     self.ports.insert(r, (id, qi));
                 }
-                self.switch
-                    .add_port(PortId::Vif(id), self.macs.get(&key).copied().flatten());
-                self.ids.insert(key, id);
-                self.vifs.insert(
-                    id,
-                    (
-                        key,
-                        Vif {
-                            id,
-                            queues,
-                            retired: VifCounters::default(),
-                        },
-                    ),
+                self.add_vif(
+                    key,
+                    Vif {
+                        id,
+                        queues,
+                        nc2: None,
+                        retired: VifCounters::default(),
+                    },
                 );
-                self.xenbus.connected(&mut self.hv, key);
-                // Requests may already be waiting (the guest kicked before we bound).
-                let nq = self.vifs.get(&id).map_or(0, |(_, v)| v.queues.len());
-                self.kicked.extend((0..nq).map(|qi| (id, qi)));
             }
             Action::Disconnect(key) => self.disconnect(key, false),
             Action::Removed(key) => {
@@ -363,6 +557,19 @@ impl<H: Hypervisor> Netback<H> {
         }
     }
 
+    fn add_vif(&mut self, key: VifKey, vif: Vif) {
+        let id = vif.id;
+        self.switch
+            .add_port(PortId::Vif(id), self.macs.get(&key).copied().flatten());
+        self.ids.insert(key, id);
+        self.staging += vif.staging_regions();
+        // Requests may already be waiting (the guest kicked before we bound).
+        let nq = vif.queues.len().max(1);
+        self.vifs.insert(id, (key, vif));
+        self.xenbus.connected(&mut self.hv, key);
+        self.kicked.extend((0..nq).map(|qi| (id, qi)));
+    }
+
     fn disconnect(&mut self, key: VifKey, protocol_error: bool) {
         let Some(id) = self.ids.remove(&key) else {
             return;
@@ -370,9 +577,17 @@ impl<H: Hypervisor> Netback<H> {
         self.switch.remove_port(PortId::Vif(id));
         self.ports.retain(|_, (i, _)| *i != id);
         if let Some((_, vif)) = self.vifs.remove(&id) {
+            self.staging -= vif.staging_regions();
             let mut total = vif.retired;
             for q in vif.queues {
                 total.add(&q.disconnect(&mut self.hv));
+            }
+            if let Some(n2) = vif.nc2 {
+                let (c, held) = n2.disconnect(&mut self.hv);
+                total.add(&c);
+                for (buf, handle) in held {
+                    self.nic_held.insert(tag(id, buf), handle);
+                }
             }
             if protocol_error {
                 total.protocol_errors += 1;
@@ -398,7 +613,9 @@ impl<H: Hypervisor> Netback<H> {
             };
             match d {
                 PortId::Vif(id) => {
-                    if let Some((_, vif)) = self.vifs.get_mut(&id)
+                    if let Some(n2) = self.vifs.get_mut(&id).and_then(|(_, v)| v.nc2.as_mut()) {
+                        n2.deliver(f);
+                    } else if let Some((_, vif)) = self.vifs.get_mut(&id)
                         && !vif.queues.is_empty()
                     {
                         let qi = flow_hash(&f.data) % vif.queues.len();

@@ -66,15 +66,20 @@ impl SimCounters {
 #[derive(Clone, Copy)]
 struct Grant {
     page: SharedMem<'static>,
+    bus: Option<u64>,
     to: DomId,
     readonly: bool,
 }
 
 #[derive(Default)]
 struct Domain {
-    pages: Vec<SharedMem<'static>>,
+    pages: Vec<(SharedMem<'static>, Option<u64>)>,
     grants: Vec<Option<Grant>>,
 }
+
+/// Where guest pages come from when a device must reach them: returns one zeroed page (valid
+/// for the rest of the process) and its bus address.
+pub type PageSource = Box<dyn FnMut() -> (SharedMem<'static>, u64)>;
 
 #[derive(Clone, Copy)]
 struct Channel {
@@ -94,7 +99,10 @@ pub struct SimHypervisor {
     pending: BTreeMap<DomId, BTreeSet<Port>>,
     maps: BTreeMap<u32, (DomId, u32)>,
     next_handle: u32,
-    regions: Vec<SharedMem<'static>>,
+    regions: Vec<Option<SharedMem<'static>>>,
+    freed: Vec<SharedMem<'static>>,
+    local_pages: usize,
+    page_source: Option<PageSource>,
     scratch: Vec<u8>,
     /// While set, backend xenstore requests for paths starting with it fail with `EIO` (a
     /// sick xenstored; `""` fails them all).
@@ -145,6 +153,9 @@ impl SimHypervisor {
             maps: BTreeMap::new(),
             next_handle: 1,
             regions: Vec::new(),
+            freed: Vec::new(),
+            local_pages: 0,
+            page_source: None,
             scratch: Vec::new(),
             xs_fail: None,
             clock_ns: 0,
@@ -159,23 +170,46 @@ impl SimHypervisor {
         self.domains.entry(dom).or_default();
     }
 
+    /// From now on guest pages come from `src`, with the bus address it gives (e.g. the NIC
+    /// model's DMA memory), so a mapped grant of such a page has [`Mapping::bus`] set and a
+    /// device can write the guest's page directly, as through an IOMMU under Xen.
+    pub fn set_page_source(&mut self, src: PageSource) {
+        self.page_source = Some(src);
+    }
+
     /// A fresh zeroed page of `dom`; returns its frame index and memory.
     pub fn alloc_page(&mut self, dom: DomId) -> (u32, SharedMem<'static>) {
+        let (mem, bus) = match self.page_source.as_mut() {
+            Some(src) => {
+                let (m, b) = src();
+                (m, Some(b))
+            }
+            None => (leak_pages(1), None),
+        };
         let d = self.domains.entry(dom).or_default();
-        let mem = leak_pages(1);
-        d.pages.push(mem);
+        d.pages.push((mem, bus));
         ((d.pages.len() - 1) as u32, mem)
+    }
+
+    /// Pages of local (copy/staging) memory the backend holds now.
+    pub fn local_pages(&self) -> usize {
+        self.local_pages
     }
 
     /// `dom` grants its page `frame` to `to`; returns the reference.
     pub fn grant(&mut self, dom: DomId, frame: u32, to: DomId, readonly: bool) -> u32 {
         let d = self.domains.get_mut(&dom).expect("unknown domain");
-        let page = d.pages[frame as usize];
+        let (page, bus) = d.pages[frame as usize];
         // Reference 0 is reserved by convention (the toolstack's), so real ones start at 1.
         if d.grants.is_empty() {
             d.grants.push(None);
         }
-        d.grants.push(Some(Grant { page, to, readonly }));
+        d.grants.push(Some(Grant {
+            page,
+            bus,
+            to,
+            readonly,
+        }));
         (d.grants.len() - 1) as u32
     }
 
@@ -285,6 +319,15 @@ impl SimHypervisor {
         len: usize,
         write: bool,
     ) -> Result<(SharedMem<'static>, usize), i16> {
+        self.resolve_bus(p, len, write).map(|(m, o, _)| (m, o))
+    }
+
+    fn resolve_bus(
+        &self,
+        p: CopyPtr,
+        len: usize,
+        write: bool,
+    ) -> Result<(SharedMem<'static>, usize, Option<u64>), i16> {
         match p {
             CopyPtr::Grant { dom, gref, offset } => {
                 let d = self.domains.get(&dom).ok_or(GNTST_BAD_DOMAIN)?;
@@ -303,17 +346,19 @@ impl SimHypervisor {
                 if usize::from(offset) + len > PAGE {
                     return Err(GNTST_BAD_COPY_ARG);
                 }
-                Ok((g.page, usize::from(offset)))
+                Ok((g.page, usize::from(offset), g.bus))
             }
             CopyPtr::Local { region, offset } => {
-                let mem = *self
+                let mem = self
                     .regions
                     .get(region as usize)
+                    .copied()
+                    .flatten()
                     .ok_or(GNTST_BAD_COPY_ARG)?;
                 if offset as usize + len > mem.len() {
                     return Err(GNTST_BAD_COPY_ARG);
                 }
-                Ok((mem, offset as usize))
+                Ok((mem, offset as usize, None))
             }
         }
     }
@@ -452,7 +497,7 @@ impl Hypervisor for SimHypervisor {
         self.counters.map_ops += grefs.len() as u64;
         out.clear();
         for &gref in grefs {
-            let r = match self.resolve(
+            let r = match self.resolve_bus(
                 CopyPtr::Grant {
                     dom,
                     gref,
@@ -461,11 +506,11 @@ impl Hypervisor for SimHypervisor {
                 PAGE,
                 !readonly,
             ) {
-                Ok((mem, _)) => {
+                Ok((mem, _, bus)) => {
                     let handle = self.next_handle;
                     self.next_handle += 1;
                     self.maps.insert(handle, (dom, gref));
-                    Ok(Mapping { handle, mem })
+                    Ok(Mapping { handle, mem, bus })
                 }
                 Err(s) => Err(s),
             };
@@ -515,12 +560,37 @@ impl Hypervisor for SimHypervisor {
         if pages == 0 {
             return Err(HvError::NoMemory);
         }
-        let mem = leak_pages(pages);
-        self.regions.push(mem);
-        Ok(LocalRegion {
-            id: (self.regions.len() - 1) as u32,
-            mem,
-        })
+        // A freed region of the same size is reused (zeroed), so a core that returns its
+        // regions keeps the simulator's memory flat.
+        let mem = match self.freed.iter().position(|m| m.len() == pages * PAGE) {
+            Some(i) => {
+                let m = self.freed.swap_remove(i);
+                m.zero(0, m.len());
+                m
+            }
+            None => leak_pages(pages),
+        };
+        self.local_pages += pages;
+        let id = match self.regions.iter().position(Option::is_none) {
+            Some(i) => {
+                self.regions[i] = Some(mem);
+                i
+            }
+            None => {
+                self.regions.push(Some(mem));
+                self.regions.len() - 1
+            }
+        };
+        Ok(LocalRegion { id: id as u32, mem })
+    }
+
+    fn free_local(&mut self, region: LocalRegion) {
+        if let Some(slot) = self.regions.get_mut(region.id as usize)
+            && let Some(mem) = slot.take()
+        {
+            self.local_pages -= mem.len() / PAGE;
+            self.freed.push(mem);
+        }
     }
 }
 

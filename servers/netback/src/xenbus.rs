@@ -12,6 +12,10 @@
 //! backend keys (`frontend`, `frontend-id`, `mac`) are checked too, since a wrong one would
 //! point us at another domain's keys.
 //!
+//! A frontend chooses its protocol by its keys (libnc2's `docs/nc2-xenbus.md`): with
+//! `nc2-wire-version` it gets a netchannel2 vif ([`ConnectInfo::nc2`]), without it a netif one;
+//! both sets of ring keys at once, or a version we do not speak, fail the vif.
+//!
 //! This module only talks xenstore; mapping rings and binding ports is the caller's, who
 //! reports back with [`Xenbus::connected`] or [`Xenbus::fail`].
 
@@ -23,6 +27,7 @@ use alloc::vec::Vec;
 use userland::xenstore::XenbusState;
 
 use crate::hv::{DomId, HvError, Hypervisor, Port, XsError};
+use crate::nc2::Nc2Refs;
 use crate::netif::{Features, QueueRefs};
 use crate::rate::Rate;
 use crate::switch::Mac;
@@ -49,6 +54,13 @@ pub const FEATURES: &[(&str, &str)] = &[
     ("feature-split-event-channels", "1"),
 ];
 
+/// The netchannel2 keys netback writes at probe (libnc2's `docs/nc2-xenbus.md`).
+pub const NC2_FEATURES: &[(&str, &str)] = &[
+    ("feature-nc2", "1"),
+    ("nc2-wire-version", "1"),
+    ("nc2-max-ring-pages", "1"),
+];
+
 /// Everything needed to connect a vif, read and validated from the frontend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectInfo {
@@ -58,6 +70,8 @@ pub struct ConnectInfo {
     pub features: Features,
     /// The toolstack's `rate` limit for guest transmit, per queue.
     pub rate: Option<Rate>,
+    /// A netchannel2 frontend's channel (then `queues` is empty).
+    pub nc2: Option<Nc2Refs>,
 }
 
 /// What the caller must do after [`Xenbus::process`].
@@ -290,7 +304,7 @@ impl Xenbus {
             self.vifs.insert(key, vif);
             return;
         }
-        for (k, v) in FEATURES {
+        for (k, v) in FEATURES.iter().chain(NC2_FEATURES) {
             let _ = hv.xs_write(&format!("{path}/{k}"), v.as_bytes());
         }
         let _ = hv.xs_write(
@@ -418,7 +432,21 @@ impl Xenbus {
     }
 
     fn read_frontend<H: Hypervisor>(&self, hv: &mut H, vif: &Vif) -> Result<ConnectInfo, String> {
+        // The toolstack's key, in our own directory: malformed means a broken toolstack, and
+        // serving without the limit it asked for would be wrong, so the vif fails.
+        let rate = match hv.xs_read(&format!("{}/rate", vif.path)) {
+            Ok(v) => Some(Rate::parse(&v).ok_or("backend key rate is not <bytes>,<usec>")?),
+            Err(_) => None,
+        };
         let fe = &vif.frontend;
+        if let Ok(v) = hv.xs_read(&format!("{fe}/nc2-wire-version")) {
+            return read_nc2(hv, fe, &v).map(|refs| ConnectInfo {
+                queues: Vec::new(),
+                features: Features::default(),
+                rate,
+                nc2: Some(refs),
+            });
+        }
         let mut get = |k: &str| hv.xs_read(&format!("{fe}/{k}")).ok();
         let flag = |v: Option<Vec<u8>>, k: &str, default: bool| -> Result<bool, String> {
             match v.as_deref() {
@@ -493,18 +521,44 @@ impl Xenbus {
                 evtchn_rx: erx,
             });
         }
-        // The toolstack's key, in our own directory: malformed means a broken toolstack, and
-        // serving without the limit it asked for would be wrong, so the vif fails.
-        let rate = match hv.xs_read(&format!("{}/rate", vif.path)) {
-            Ok(v) => Some(Rate::parse(&v).ok_or("backend key rate is not <bytes>,<usec>")?),
-            Err(_) => None,
-        };
         Ok(ConnectInfo {
             queues,
             features,
             rate,
+            nc2: None,
         })
     }
+}
+
+/// A netchannel2 frontend's keys (`version` is the value of its `nc2-wire-version`).
+fn read_nc2<H: Hypervisor>(hv: &mut H, fe: &str, version: &[u8]) -> Result<Nc2Refs, String> {
+    if parse_u32(version) != Some(libnc2::nc2::msg::WIRE_VERSION) {
+        return Err(format!(
+            "frontend key nc2-wire-version is not {} (the only version spoken)",
+            libnc2::nc2::msg::WIRE_VERSION
+        ));
+    }
+    for k in ["tx-ring-ref", "rx-ring-ref", "multi-queue-num-queues"] {
+        if hv.xs_read(&format!("{fe}/{k}")).is_ok() {
+            return Err(format!(
+                "frontend wrote both nc2-wire-version and the netif key {k}"
+            ));
+        }
+    }
+    let mut num = |k: &str| -> Result<u32, String> {
+        match hv.xs_read(&format!("{fe}/{k}")) {
+            Ok(v) => {
+                parse_u32(&v).ok_or_else(|| format!("frontend key {k} is not a decimal number"))
+            }
+            Err(_) => Err(format!("frontend key {k} is missing")),
+        }
+    };
+    Ok(Nc2Refs {
+        control_ref: num("nc2-control-ref")?,
+        f2b_ring_ref: num("nc2-f2b-ring-ref")?,
+        b2f_ring_ref: num("nc2-b2f-ring-ref")?,
+        evtchn: num("event-channel")?,
+    })
 }
 
 #[cfg(test)]

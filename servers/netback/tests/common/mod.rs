@@ -2,6 +2,8 @@
 //! the toolstack steps that create its vif. Used by the vif tests and the benchmark.
 #![allow(dead_code)]
 
+pub mod nc2;
+
 use std::collections::BTreeMap;
 
 use libnc2::netif::{ExtraInfo, RxFrontend, TxFrag, TxFrontend};

@@ -7,7 +7,8 @@
 //!   `req_prod` far beyond the ring: netback must log why it disconnects that vif and move it to
 //!   Closing/Closed, and the Linux transfer must still complete with matching SHA-256. A second
 //!   nc2-guest writes garbage into its xenstore ring keys (refused at once with an `error` key),
-//!   then garbage into its `state` key (the backend goes Closed).
+//!   then garbage into its `state` key (the backend goes Closed). A third, a netchannel2
+//!   frontend, publishes a message of size 12 (sizes are multiples of 8) and must be refused too.
 //! - `nc2_guest_pings_and_sends_a_file_to_linux`: an nc2-guest in application mode connects
 //!   (netchannel2 when netback offers `feature-nc2`, netif otherwise; the test logs which),
 //!   pings netback's responder and sends a 1 MiB file over TCP to a stock Linux guest listening
@@ -356,6 +357,80 @@ fn stat(stats: &str, word: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {word} count in {stats:?}"))
 }
 
+/// Follows a hostile nc2-guest that connects (over `transport`), gets its good frames answered,
+/// corrupts its ring and must be refused: netback's line says why and disconnects it, and the
+/// vif's backend state ends Closing or Closed.
+fn hostile_ring_guest(bed: &mut XenBed, test: &str, dd: u32, g: &xenbed::Domain, transport: &str) {
+    let backend = format!("/local/domain/{dd}/backend/vif/{}/0", g.domid);
+    let mark = |m: &str| format!("{}[INFO ] nc2-guest: {m}", g.console_prefix);
+    let connected = bed
+        .wait_for(
+            &format!("{}[INFO ] nc2-guest: NC2_GUEST_CONNECTED", g.console_prefix),
+            Duration::from_secs(180),
+        )
+        .unwrap_or_else(|e| fail(test, e));
+    assert!(
+        connected.line.contains(&format!("over {transport}")),
+        "the hostile guest did not connect over {transport}: {}",
+        connected.line
+    );
+    report(
+        test,
+        &format!(
+            "hostile guest d{}: xl create to {transport} Connected: {:.1} s",
+            g.domid,
+            connected
+                .arrived
+                .saturating_duration_since(g.started)
+                .as_secs_f64()
+        ),
+    );
+    let good = bed
+        .wait_for(&mark("NC2_GUEST_GOOD_FRAMES"), Duration::from_secs(120))
+        .unwrap_or_else(|e| fail(test, e));
+    assert!(
+        good.line.contains("NC2_GUEST_GOOD_FRAMES 5 echo replies"),
+        "the hostile guest's good frames were not all answered: {}",
+        good.line
+    );
+    let corrupted = bed
+        .wait_for(&mark("NC2_GUEST_CORRUPTED"), Duration::from_secs(60))
+        .unwrap_or_else(|e| fail(test, e));
+    report(test, &format!("hostile guest: {}", corrupted.line.trim()));
+    let why = bed
+        .wait_for(&format!("vif {}/0: ", g.domid), Duration::from_secs(60))
+        .unwrap_or_else(|e| fail(test, e));
+    report(test, &format!("netback: {}", why.line.trim()));
+    assert!(
+        why.line.contains("disconnecting it"),
+        "netback's line about the hostile vif does not say it disconnects it: {}",
+        why.line
+    );
+    report(
+        test,
+        &format!(
+            "ring corrupted to netback's verdict: {:.2} s",
+            why.arrived
+                .saturating_duration_since(corrupted.arrived)
+                .as_secs_f64()
+        ),
+    );
+    let refused = bed
+        .wait_for(&mark("NC2_GUEST_HOSTILE_REFUSED"), Duration::from_secs(60))
+        .unwrap_or_else(|e| fail(test, e));
+    report(test, &format!("hostile guest: {}", refused.line.trim()));
+    let state = read_key(bed, test, &format!("{backend}/state"));
+    assert!(
+        state == "5" || state == "6",
+        "hostile vif's backend state is {state:?}, not Closing/Closed"
+    );
+    let error = read_key(bed, test, &format!("{backend}/error"));
+    report(
+        test,
+        &format!("hostile vif: state {state}, error key {error:?}"),
+    );
+}
+
 #[test]
 fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
     const TEST: &str = "xen_nc2_hostile";
@@ -363,6 +438,7 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
     const CLIENT: &str = "netfront-client";
     const HOSTILE: &str = "nc2-hostile-ring";
     const GARBAGE: &str = "nc2-hostile-xs";
+    const HOSTILE_NC2: &str = "nc2-hostile-nc2";
     const SERVER_IP: &str = "192.0.2.3";
     const CLIENT_IP: &str = "192.0.2.4";
     let (mut bed, dd) = start_nc2dd(
@@ -393,6 +469,14 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
                 GARBAGE,
                 nc2_guest_cfg(GARBAGE, "00:16:3e:00:00:06", "mode=xs-garbage ip=192.0.2.6"),
             ),
+            (
+                HOSTILE_NC2,
+                nc2_guest_cfg(
+                    HOSTILE_NC2,
+                    "00:16:3e:00:00:08",
+                    &format!("mode=nc2-bad-size transport=nc2 ip=192.0.2.8 ping={NC2DD_IP}"),
+                ),
+            ),
         ],
     );
     let (_, server_backend) = start_guest(&mut bed, TEST, dd, SERVER);
@@ -420,73 +504,8 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
             Duration::from_secs(180),
         )
         .unwrap_or_else(|e| fail(TEST, e));
-    let hostile_backend = format!("/local/domain/{dd}/backend/vif/{}/0", hostile.domid);
     let at = bed.cursor();
-    let connected = bed
-        .wait_for(
-            &format!(
-                "{}[INFO ] nc2-guest: NC2_GUEST_CONNECTED",
-                hostile.console_prefix
-            ),
-            Duration::from_secs(180),
-        )
-        .unwrap_or_else(|e| fail(TEST, e));
-    report(
-        TEST,
-        &format!(
-            "hostile guest: xl create to netif Connected: {:.1} s",
-            connected
-                .arrived
-                .saturating_duration_since(hostile.started)
-                .as_secs_f64()
-        ),
-    );
-    let good = bed
-        .wait_for("NC2_GUEST_GOOD_FRAMES", Duration::from_secs(120))
-        .unwrap_or_else(|e| fail(TEST, e));
-    assert!(
-        good.line.contains("NC2_GUEST_GOOD_FRAMES 5 echo replies"),
-        "the hostile guest's good frames were not all answered: {}",
-        good.line
-    );
-    let corrupted = bed
-        .wait_for("NC2_GUEST_CORRUPTED", Duration::from_secs(60))
-        .unwrap_or_else(|e| fail(TEST, e));
-    let why = bed
-        .wait_for(
-            &format!("vif {}/0: ", hostile.domid),
-            Duration::from_secs(60),
-        )
-        .unwrap_or_else(|e| fail(TEST, e));
-    report(TEST, &format!("netback: {}", why.line.trim()));
-    assert!(
-        why.line.contains("disconnecting it"),
-        "netback's line about the hostile vif does not say it disconnects it: {}",
-        why.line
-    );
-    report(
-        TEST,
-        &format!(
-            "ring corrupted to netback's verdict: {:.2} s",
-            why.arrived
-                .saturating_duration_since(corrupted.arrived)
-                .as_secs_f64()
-        ),
-    );
-    let refused = bed
-        .wait_for("NC2_GUEST_HOSTILE_REFUSED", Duration::from_secs(60))
-        .unwrap_or_else(|e| fail(TEST, e));
-    report(TEST, &format!("hostile guest: {}", refused.line.trim()));
-    let state = read_key(&mut bed, TEST, &format!("{hostile_backend}/state"));
-    assert!(
-        state == "5" || state == "6",
-        "hostile vif's backend state is {state:?}, not Closing/Closed"
-    );
-    let error = read_key(&mut bed, TEST, &format!("{hostile_backend}/error"));
-    report(
-        TEST,
-        &format!("hostile vif: state {state}, error key {error:?}"),
-    );
+    hostile_ring_guest(&mut bed, TEST, dd, &hostile, "netif");
     bed.rewind(at);
 
     // The Linux transfer completes regardless.
@@ -560,6 +579,16 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
         error.contains("tx-ring-ref"),
         "the garbage vif's error key does not name the bad key: {error:?}"
     );
+
+    // netchannel2: a message of a size the wire format forbids.
+    let nc2 = bed
+        .xl_create(
+            &format!("/nc2dd/{HOSTILE_NC2}.cfg"),
+            HOSTILE_NC2,
+            Duration::from_secs(180),
+        )
+        .unwrap_or_else(|e| fail(TEST, e));
+    hostile_ring_guest(&mut bed, TEST, dd, &nc2, "nc2");
     report(
         TEST,
         &format!("whole bed run {:.1} s", bed.elapsed().as_secs_f64()),

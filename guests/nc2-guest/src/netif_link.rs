@@ -43,6 +43,9 @@ impl NetifLink {
     /// Grants the rings and buffers, publishes the keys and waits for the backend's Connected.
     pub fn connect(env: &mut Env, vif: &Vif) -> Result<NetifLink, String> {
         let be = vif.backend_id;
+        env.wait_backend(vif, "InitWait", CONNECT_TIMEOUT_MS, |s| {
+            s >= XenbusState::InitWait
+        })?;
         let tx_page = pages::granted(be, false)?;
         let rx_page = pages::granted(be, false)?;
         let tx_ring = pages::shared(tx_page.ptr);

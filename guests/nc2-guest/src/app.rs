@@ -166,7 +166,7 @@ impl<'l> App<'l> {
                 mss: 1460,
                 window: 32 * 1024,
                 rto_ms: 500,
-                max_rto_ms: 4000,
+                max_rto_ms: 2000,
             },
             data.len() as u32,
         );
@@ -199,10 +199,11 @@ impl<'l> App<'l> {
             if now - last_log > 5000 {
                 last_log = now;
                 log::info!(
-                    "TCP: {} of {} bytes acknowledged, {} retransmits",
+                    "TCP: {} of {} bytes acknowledged, {} timeouts, {} fast retransmits",
                     s.acked(),
                     data.len(),
-                    s.retransmits
+                    s.retransmits,
+                    s.fast_retransmits
                 );
             }
             let wait = match s.deadline() {
@@ -213,10 +214,11 @@ impl<'l> App<'l> {
         }
         let ms = env.now_ms() - t0;
         log::info!(
-            "TCP: {} bytes in {ms} ms, {} segments, {} retransmits, peer FIN {}",
+            "TCP: {} bytes in {ms} ms, {} segments, {} timeouts, {} fast retransmits, peer FIN {}",
             data.len(),
             s.segments_sent,
             s.retransmits,
+            s.fast_retransmits,
             s.peer_fin()
         );
         // Acknowledge the peer's FIN if it comes soon (nc closes after our FIN).

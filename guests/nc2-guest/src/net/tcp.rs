@@ -4,7 +4,9 @@
 //! What it does: active open with the MSS option, a fixed send window (the smaller of ours and
 //! the peer's advertised window; no window scaling, no SACK, no congestion control), go-back-N
 //! retransmission from the oldest unacknowledged byte when the retransmission timer expires
-//! (exponential back-off), FIN once everything is acknowledged, and an ACK for the peer's FIN.
+//! (exponential back-off) or at the third duplicate ACK (fast retransmit; duplicates caused by
+//! the retransmission itself are not counted again until everything sent before it is
+//! acknowledged), FIN once everything is acknowledged, and an ACK for the peer's FIN.
 //! Anything it does not expect (an ACK for bytes never sent, an RST) ends the connection with a
 //! reason. Sequence comparisons are modulo 2^32.
 
@@ -64,7 +66,11 @@ pub struct Sender {
     /// When the oldest unacknowledged segment times out (None: nothing in flight).
     deadline: Option<u64>,
     retries: u32,
+    dupacks: u32,
+    /// `snd_max` at the last fast retransmit: duplicate ACKs count again once it is acked.
+    recover: u32,
     pub retransmits: u32,
+    pub fast_retransmits: u32,
     pub segments_sent: u64,
 }
 
@@ -94,7 +100,10 @@ impl Sender {
             rto_ms: cfg.rto_ms,
             deadline: None,
             retries: 0,
+            dupacks: 0,
+            recover: cfg.iss,
             retransmits: 0,
+            fast_retransmits: 0,
             segments_sent: 0,
         }
     }
@@ -185,7 +194,22 @@ impl Sender {
                 self.ack_due = true;
                 return;
             }
+            if seg.ack == self.snd_una
+                && seg.payload_len == 0
+                && seg.flags & (TCP_SYN | TCP_FIN) == 0
+                && self.snd_una != self.snd_max
+                && le(self.recover, self.snd_una)
+            {
+                self.dupacks += 1;
+                if self.dupacks == 3 {
+                    self.dupacks = 0;
+                    self.fast_retransmits += 1;
+                    self.recover = self.snd_max;
+                    self.snd_nxt = self.snd_una;
+                }
+            }
             if lt(self.snd_una, seg.ack) {
+                self.dupacks = 0;
                 self.snd_una = seg.ack;
                 if lt(self.snd_nxt, self.snd_una) {
                     self.snd_nxt = self.snd_una;
@@ -332,7 +356,7 @@ mod tests {
             dport: 5000,
             iss: 0xffff_f000, // wraps during the transfer
             mss: 1000,
-            window: 4000,
+            window: 8000,
             rto_ms: 100,
             max_rto_ms: 1000,
         }
@@ -374,7 +398,7 @@ mod tests {
         let syn = s.poll(now).unwrap();
         assert_eq!(syn.header.flags, TCP_SYN);
         assert_eq!(syn.header.mss, Some(1000));
-        s.input(&synack(3000), now);
+        s.input(&synack(8000), now);
         let mut fin_acked = false;
         for _ in 0..100_000 {
             let mut acks = Vec::new();
@@ -396,7 +420,7 @@ mod tests {
                     a = a.wrapping_add(1);
                     fin_acked = true;
                 }
-                acks.push(ack(a, 3000));
+                acks.push(ack(a, 8000));
             }
             for a in &acks {
                 s.input(a, now);
@@ -426,7 +450,11 @@ mod tests {
         assert_eq!(s.state(), State::Done);
         assert_eq!(got.len(), 20_000);
         assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
-        assert!(s.retransmits > 0);
+        assert!(s.retransmits + s.fast_retransmits > 0);
+        // One loss inside a full window is repaired by duplicate ACKs, not the timer.
+        let (s, got) = run(20_000, |n| n == 4);
+        assert_eq!(got.len(), 20_000);
+        assert_eq!((s.fast_retransmits, s.retransmits), (1, 0));
     }
 
     #[test]

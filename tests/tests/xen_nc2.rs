@@ -458,7 +458,10 @@ fn hostile_ring_guest(bed: &mut XenBed, test: &str, dd: u32, g: &xenbed::Domain,
 #[test]
 fn guest_console_lines_are_taken_out_of_dom0_output() {
     let out = "xenstore-read k\n5(d1) [INFO ] netback: x/state = 6\n(d12) y\nlast (d) (dx) z\n";
-    assert_eq!(without_guest_lines(out), "xenstore-read k\n5last (d) (dx) z\n");
+    assert_eq!(
+        without_guest_lines(out),
+        "xenstore-read k\n5last (d) (dx) z\n"
+    );
 }
 
 #[test]

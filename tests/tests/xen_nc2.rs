@@ -11,8 +11,8 @@
 //!   frontend, publishes a message of size 12 (sizes are multiples of 8) and must be refused too.
 //! - `nc2_guest_pings_and_sends_a_file_to_linux`: an nc2-guest in application mode connects
 //!   (netchannel2 when netback offers `feature-nc2`, netif otherwise; the test logs which),
-//!   pings netback's responder and sends a 1 MiB file over TCP to a stock Linux guest listening
-//!   with `nc -l`; the SHA-256 the nc2-guest printed must match what Linux received, and
+//!   pings netback's responder, runs its packet generator (500 UDP datagrams to the Linux guest)
+//!   and sends a 1 MiB file over TCP to a stock Linux guest listening with `nc -l`; the SHA-256 the nc2-guest printed must match what Linux received, and
 //!   netback's per-vif counters must show the traffic.
 //!
 //! The nc2-guest image is built here from `guests/nc2-guest/system.toml` into
@@ -38,6 +38,7 @@ const FAIL_MARKERS: &[&str] = &[
     "xen gateway: bring-up failed",
     "NC2_GUEST_FAILED",
     "NC2_GUEST_SEND_FAILED",
+    "NC2_GUEST_PING_LOST",
 ];
 
 fn guest_image() -> &'static Artefacts {
@@ -384,15 +385,24 @@ fn stat(stats: &str, word: &str) -> u64 {
 /// Follows a hostile nc2-guest that connects (over `transport`), gets its good frames answered,
 /// corrupts its ring and must be refused: netback's line says why and disconnects it, and the
 /// vif's backend state ends Closing or Closed.
+/// Waits for `needle`, then for the end of its line, and returns the whole line (a match
+/// returns the line only as far as it had arrived).
+fn wait_line(bed: &mut XenBed, test: &str, needle: &str, timeout: Duration) -> xenbed::Match {
+    bed.wait_for(needle, timeout)
+        .unwrap_or_else(|e| fail(test, e));
+    bed.wait_for("\n", Duration::from_secs(60))
+        .unwrap_or_else(|e| fail(test, e))
+}
+
 fn hostile_ring_guest(bed: &mut XenBed, test: &str, dd: u32, g: &xenbed::Domain, transport: &str) {
     let backend = format!("/local/domain/{dd}/backend/vif/{}/0", g.domid);
     let mark = |m: &str| format!("{}[INFO ] nc2-guest: {m}", g.console_prefix);
-    let connected = bed
-        .wait_for(
-            &format!("{}[INFO ] nc2-guest: NC2_GUEST_CONNECTED", g.console_prefix),
-            Duration::from_secs(180),
-        )
-        .unwrap_or_else(|e| fail(test, e));
+    let connected = wait_line(
+        bed,
+        test,
+        &format!("{}[INFO ] nc2-guest: NC2_GUEST_CONNECTED", g.console_prefix),
+        Duration::from_secs(180),
+    );
     assert!(
         connected.line.contains(&format!("over {transport}")),
         "the hostile guest did not connect over {transport}: {}",
@@ -409,21 +419,30 @@ fn hostile_ring_guest(bed: &mut XenBed, test: &str, dd: u32, g: &xenbed::Domain,
                 .as_secs_f64()
         ),
     );
-    let good = bed
-        .wait_for(&mark("NC2_GUEST_GOOD_FRAMES"), Duration::from_secs(120))
-        .unwrap_or_else(|e| fail(test, e));
+    let good = wait_line(
+        bed,
+        test,
+        &mark("NC2_GUEST_GOOD_FRAMES 5 echo replies"),
+        Duration::from_secs(120),
+    );
     assert!(
         good.line.contains("NC2_GUEST_GOOD_FRAMES 5 echo replies"),
         "the hostile guest's good frames were not all answered: {}",
         good.line
     );
-    let corrupted = bed
-        .wait_for(&mark("NC2_GUEST_CORRUPTED"), Duration::from_secs(60))
-        .unwrap_or_else(|e| fail(test, e));
+    let corrupted = wait_line(
+        bed,
+        test,
+        &mark("NC2_GUEST_CORRUPTED"),
+        Duration::from_secs(60),
+    );
     report(test, &format!("hostile guest: {}", corrupted.line.trim()));
-    let why = bed
-        .wait_for(&format!("vif {}/0: ", g.domid), Duration::from_secs(60))
-        .unwrap_or_else(|e| fail(test, e));
+    let why = wait_line(
+        bed,
+        test,
+        &format!("vif {}/0: ", g.domid),
+        Duration::from_secs(60),
+    );
     report(test, &format!("netback: {}", why.line.trim()));
     assert!(
         why.line.contains("disconnecting it"),
@@ -439,9 +458,12 @@ fn hostile_ring_guest(bed: &mut XenBed, test: &str, dd: u32, g: &xenbed::Domain,
                 .as_secs_f64()
         ),
     );
-    let refused = bed
-        .wait_for(&mark("NC2_GUEST_HOSTILE_REFUSED"), Duration::from_secs(60))
-        .unwrap_or_else(|e| fail(test, e));
+    let refused = wait_line(
+        bed,
+        test,
+        &mark("NC2_GUEST_HOSTILE_REFUSED"),
+        Duration::from_secs(60),
+    );
     report(test, &format!("hostile guest: {}", refused.line.trim()));
     let state = read_key(bed, test, &format!("{backend}/state"));
     assert!(
@@ -581,21 +603,24 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
         )
         .unwrap_or_else(|e| fail(TEST, e));
     let garbage_backend = format!("/local/domain/{dd}/backend/vif/{}/0", garbage.domid);
-    let why = bed
-        .wait_for(
-            &format!("vif {}/0: ", garbage.domid),
-            Duration::from_secs(120),
-        )
-        .unwrap_or_else(|e| fail(TEST, e));
+    let why = wait_line(
+        &mut bed,
+        TEST,
+        &format!("vif {}/0: ", garbage.domid),
+        Duration::from_secs(120),
+    );
     report(TEST, &format!("netback: {}", why.line.trim()));
     assert!(
         why.line.contains("disconnecting it"),
         "netback's line about the garbage vif: {}",
         why.line
     );
-    let closed = bed
-        .wait_for("NC2_GUEST_HOSTILE_STATE_GARBAGE", Duration::from_secs(120))
-        .unwrap_or_else(|e| fail(TEST, e));
+    let closed = wait_line(
+        &mut bed,
+        TEST,
+        "NC2_GUEST_HOSTILE_STATE_GARBAGE",
+        Duration::from_secs(120),
+    );
     report(TEST, &format!("garbage guest: {}", closed.line.trim()));
     report(
         TEST,
@@ -647,7 +672,7 @@ fn nc2_guest_pings_and_sends_a_file_to_linux() {
                     APP,
                     "00:16:3e:00:00:07",
                     &format!(
-                        "ip=192.0.2.7 ping={NC2DD_IP} send={SINK_IP}:5000 file-size=1048576 seed=7"
+                        "ip=192.0.2.7 ping={NC2DD_IP} gen={SINK_IP}:9:500 send={SINK_IP}:5000 file-size=1048576 seed=7"
                     ),
                 ),
             ),
@@ -665,15 +690,15 @@ fn nc2_guest_pings_and_sends_a_file_to_linux() {
         .xl_create(&format!("/nc2dd/{APP}.cfg"), APP, Duration::from_secs(180))
         .unwrap_or_else(|e| fail(TEST, e));
     let backend = format!("/local/domain/{dd}/backend/vif/{}/0", app.domid);
-    let connected = bed
-        .wait_for(
-            &format!(
-                "{}[INFO ] nc2-guest: NC2_GUEST_CONNECTED",
-                app.console_prefix
-            ),
-            Duration::from_secs(180),
-        )
-        .unwrap_or_else(|e| fail(TEST, e));
+    let connected = wait_line(
+        &mut bed,
+        TEST,
+        &format!(
+            "{}[INFO ] nc2-guest: NC2_GUEST_CONNECTED",
+            app.console_prefix
+        ),
+        Duration::from_secs(180),
+    );
     let transport = if connected.line.contains("over nc2") {
         "nc2"
     } else {
@@ -697,18 +722,24 @@ fn nc2_guest_pings_and_sends_a_file_to_linux() {
             "netback offers feature-nc2 but the guest used netif"
         );
     }
-    let ping = bed
-        .wait_for("NC2_GUEST_PING_", Duration::from_secs(120))
-        .unwrap_or_else(|e| fail(TEST, e));
+    let ping = wait_line(
+        &mut bed,
+        TEST,
+        "NC2_GUEST_PING_OK 5/5",
+        Duration::from_secs(120),
+    );
     report(TEST, &format!("nc2-guest: {}", ping.line.trim()));
     assert!(ping.line.contains("NC2_GUEST_PING_OK 5/5"), "{}", ping.line);
-    let sha = bed
-        .wait_for("NC2_GUEST_SHA ", Duration::from_secs(60))
-        .unwrap_or_else(|e| fail(TEST, e));
+    let generated = wait_line(
+        &mut bed,
+        TEST,
+        "NC2_GUEST_GEN_DONE",
+        Duration::from_secs(120),
+    );
+    report(TEST, &format!("nc2-guest: {}", generated.line.trim()));
+    let sha = wait_line(&mut bed, TEST, "NC2_GUEST_SHA ", Duration::from_secs(60));
     let sent_sum = sum_after(&sha.line, "NC2_GUEST_SHA ");
-    let sent = bed
-        .wait_for("NC2_GUEST_SENT", Duration::from_secs(300))
-        .unwrap_or_else(|e| fail(TEST, e));
+    let sent = wait_line(&mut bed, TEST, "NC2_GUEST_SENT", Duration::from_secs(300));
     report(TEST, &format!("nc2-guest: {}", sent.line.trim()));
     let got = linux_verdict(
         &mut bed,
@@ -728,8 +759,9 @@ fn nc2_guest_pings_and_sends_a_file_to_linux() {
     );
     let stats = read_key(&mut bed, TEST, &format!("{backend}/statistics"));
     report(TEST, &format!("nc2-guest vif ({transport}): {stats}"));
+    // 718 data segments, 500 generated datagrams, pings and ARP.
     assert!(
-        stat(&stats, "tx") >= 700,
+        stat(&stats, "tx") >= 1200,
         "netback counted too few packets from the nc2-guest: {stats}"
     );
     assert!(

@@ -8,7 +8,9 @@
 //!   Closing/Closed, and the Linux transfer must still complete with matching SHA-256. A second
 //!   nc2-guest writes garbage into its xenstore ring keys (refused at once with an `error` key),
 //!   then garbage into its `state` key (the backend goes Closed). A third, a netchannel2
-//!   frontend, publishes a message of size 12 (sizes are multiples of 8) and must be refused too.
+//!   frontend, publishes a message of size 12 (sizes are multiples of 8) and must be refused too;
+//!   a fourth (netif) posts a receive buffer with a grant reference that names nothing and keeps
+//!   replies coming until netback reaches it.
 //! - `nc2_guest_pings_and_sends_a_file_to_linux`: an nc2-guest in application mode connects
 //!   (netchannel2 when netback offers `feature-nc2`, netif otherwise; the test logs which),
 //!   pings netback's responder, runs its packet generator (500 UDP datagrams to the Linux guest)
@@ -494,6 +496,7 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
     const HOSTILE: &str = "nc2-hostile-ring";
     const GARBAGE: &str = "nc2-hostile-xs";
     const HOSTILE_NC2: &str = "nc2-hostile-nc2";
+    const HOSTILE_GREF: &str = "nc2-hostile-gref";
     const SERVER_IP: &str = "192.0.2.3";
     const CLIENT_IP: &str = "192.0.2.4";
     let (mut bed, dd) = start_nc2dd(
@@ -530,6 +533,14 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
                     HOSTILE_NC2,
                     "00:16:3e:00:00:08",
                     &format!("mode=nc2-bad-size transport=nc2 ip=192.0.2.8 ping={NC2DD_IP}"),
+                ),
+            ),
+            (
+                HOSTILE_GREF,
+                nc2_guest_cfg(
+                    HOSTILE_GREF,
+                    "00:16:3e:00:00:09",
+                    &format!("mode=netif-bad-gref ip=192.0.2.9 ping={NC2DD_IP}"),
                 ),
             ),
         ],
@@ -647,6 +658,16 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
         )
         .unwrap_or_else(|e| fail(TEST, e));
     hostile_ring_guest(&mut bed, TEST, dd, &nc2, "nc2");
+
+    // netif: a receive buffer whose grant reference names nothing, reached by replies.
+    let gref = bed
+        .xl_create(
+            &format!("/nc2dd/{HOSTILE_GREF}.cfg"),
+            HOSTILE_GREF,
+            Duration::from_secs(180),
+        )
+        .unwrap_or_else(|e| fail(TEST, e));
+    hostile_ring_guest(&mut bed, TEST, dd, &gref, "netif");
     report(
         TEST,
         &format!("whole bed run {:.1} s", bed.elapsed().as_secs_f64()),

@@ -42,6 +42,11 @@ impl<'l> App<'l> {
         }
     }
 
+    /// Sends a frame if a buffer is free now.
+    pub fn try_send(&mut self, f: &[u8]) -> Result<bool, String> {
+        self.link.send(f)
+    }
+
     /// Sends a frame, waiting (polling the link) while no buffer is free.
     pub fn send(&mut self, env: &Env, f: &[u8]) -> Result<(), String> {
         let start = env.now_ms();

@@ -5,7 +5,7 @@
 //! | mode | what goes wrong |
 //! |---|---|
 //! | `netif-prod-jump` | tx ring `req_prod` jumps 65536 beyond what was produced |
-//! | `netif-bad-gref` | a tx request names grant reference 0xfffffff0 |
+//! | `netif-bad-gref` | an rx buffer is posted with grant reference 0xfffffff0, then traffic (ARP requests answered by the `ping` address) until the backend must fill it |
 //! | `nc2-bad-size` | a front-to-back message of size 12 (not a multiple of 8) |
 //! | `nc2-index-jump` | the front-to-back `out_prod` jumps two ring sizes ahead |
 //! | `xs-garbage` | tx-ring-ref, rx-ring-ref and event-channel hold garbage at Initialised; later the state key itself |
@@ -18,7 +18,6 @@ use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::Ordering;
 
-use libnc2::netif::TxRequest;
 use libnc2::netif::sring::REQ_PROD;
 use nc2_guest::args::{Args, Hostile};
 use nc2_guest::net::Mac;
@@ -58,6 +57,32 @@ fn good_frames(env: &Env, link: &mut dyn Link, mac: Mac, args: &Args) -> Result<
     Ok(())
 }
 
+/// Keeps frames coming our way (ARP requests to the `ping` address, each answered) until the
+/// backend reaches the bad buffer and leaves Connected.
+fn provoke_delivery(
+    env: &mut Env,
+    vif: &Vif,
+    link: &mut NetifLink,
+    args: &Args,
+) -> Result<(), String> {
+    let target = args
+        .ping
+        .ok_or("netif-bad-gref needs a ping address to provoke replies")?;
+    let mut app = App::new(link, vif.mac, args.ip);
+    for i in 0..600u32 {
+        if i % 16 == 0 && env.backend_state(vif)? != Some(XenbusState::Connected) {
+            return Ok(());
+        }
+        let f = app.stack.arp_request(target);
+        if !app.try_send(&f)? {
+            // No transmit buffer: the backend stopped answering (it has let us go).
+            env.sleep(50);
+        }
+        app.pump(env, 5)?;
+    }
+    Err("the backend kept the vif connected through 600 replies".into())
+}
+
 /// Waits for the backend to refuse us, then closes our end.
 fn await_refusal(env: &mut Env, vif: &Vif, t0: u64) -> Result<(), String> {
     let s = env.wait_backend(vif, "Closing or Closed", REFUSAL_TIMEOUT_MS, |s| {
@@ -94,18 +119,11 @@ pub fn run(env: &mut Env, vif: &Vif, args: &Args, h: Hostile) -> Result<(), Stri
                     prod.wrapping_add(0x1_0000)
                 );
             } else {
-                let req = TxRequest {
-                    gref: 0xffff_fff0,
-                    offset: 0,
-                    flags: 0,
-                    id: 0xfff0,
-                    size: 60,
-                };
-                let ring = link.tx_frontend().ring();
-                ring.push_request(&req.encode())
-                    .map_err(|e| format!("queueing the bad request: {e:?}"))?;
-                ring.flush();
-                log::info!("NC2_GUEST_CORRUPTED tx request with grant ref 0xfffffff0");
+                link.post_bad_rx_buffer()
+                    .map_err(|e| format!("posting the bad buffer: {e}"))?;
+                log::info!("NC2_GUEST_CORRUPTED rx buffer posted with grant ref 0xfffffff0");
+                link.kick()?;
+                provoke_delivery(env, vif, &mut link, args)?;
             }
             link.kick()?;
             await_refusal(env, vif, t0)?;

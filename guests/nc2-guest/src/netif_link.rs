@@ -4,7 +4,7 @@
 //! Transmit: a pool of pages granted read-only to the backend, one frame per page; a page is
 //! reused when its response arrives. Receive: pages granted writable, posted once each and
 //! re-posted after their frame is copied out. The hostile modes reach the raw ring pages through
-//! [`NetifLink::tx_ring_mem`] and [`NetifLink::tx_frontend`].
+//! [`NetifLink::tx_ring_mem`] and [`NetifLink::post_bad_rx_buffer`].
 
 use alloc::format;
 use alloc::string::String;
@@ -110,9 +110,13 @@ impl NetifLink {
         self.tx_ring
     }
 
-    /// The tx ring's front end (hostile modes only).
-    pub fn tx_frontend(&mut self) -> &mut TxFrontend<'static> {
-        &mut self.tx
+    /// Hostile: posts an rx buffer whose grant reference names no grant (id beyond the pool).
+    pub fn post_bad_rx_buffer(&mut self) -> Result<(), String> {
+        self.rx
+            .post_buffer(RX_BUFFERS as u16, 0xffff_fff0)
+            .map_err(|e| format!("{e:?}"))?;
+        self.rx.flush();
+        Ok(())
     }
 
     pub fn kick(&self) -> Result<(), String> {

@@ -8,14 +8,16 @@
 //!   Closing/Closed, and the Linux transfer must still complete with matching SHA-256. A second
 //!   nc2-guest writes garbage into its xenstore ring keys (refused at once with an `error` key),
 //!   then garbage into its `state` key (the backend goes Closed). A third, a netchannel2
-//!   frontend, publishes a message of size 12 (sizes are multiples of 8) and must be refused too;
-//!   a fourth (netif) posts a receive buffer with a grant reference that names nothing and keeps
+//!   frontend, publishes a message of size 12 (sizes are multiples of 8) and must be refused too,
+//!   as must a fourth whose producer index jumps two ring sizes ahead;
+//!   a fifth (netif) posts a receive buffer with a grant reference that names nothing and keeps
 //!   replies coming until netback reaches it.
 //! - `nc2_guest_pings_and_sends_a_file_to_linux`: an nc2-guest in application mode connects
 //!   (netchannel2 when netback offers `feature-nc2`, netif otherwise; the test logs which),
 //!   pings netback's responder, runs its packet generator (500 UDP datagrams to the Linux guest)
-//!   and sends a 1 MiB file over TCP to a stock Linux guest listening with `nc -l`; the SHA-256 the nc2-guest printed must match what Linux received, and
-//!   netback's per-vif counters must show the traffic.
+//!   and sends a 1 MiB file over TCP to a stock Linux guest listening with `nc -l`; the SHA-256
+//!   the nc2-guest printed must match what Linux received, and netback's per-vif counters must
+//!   show the traffic.
 //!
 //! The nc2-guest image is built here from `guests/nc2-guest/system.toml` into
 //! `target/nc2-guest/`. Stage wall times go to `target/xenbed-logs/<test>.times`.
@@ -272,15 +274,34 @@ fn start_nc2dd(test: &str, cfgs: &[(&str, String)]) -> (XenBed, u32) {
     (bed, dd.domid)
 }
 
+/// `xl create`s `/nc2dd/<name>.cfg`. libxl gives a driver domain 10 s to show the new vif's
+/// backend in InitWait; on a loaded machine the nested bed can miss that, so one failed create
+/// is retried (and said so in the times file).
+fn create(bed: &mut XenBed, test: &str, name: &str) -> xenbed::Domain {
+    let cfg = format!("/nc2dd/{name}.cfg");
+    match bed.xl_create(&cfg, name, Duration::from_secs(180)) {
+        Ok(d) => d,
+        Err(BedError::CommandFailed { cmd, status, .. }) if cmd.starts_with("xl create") => {
+            report(test, &format!("{cmd} exited {status}; retrying once"));
+            let _ = bed.run_status(&format!("xl destroy {name}"), Duration::from_secs(60));
+            bed.xl_create(&cfg, name, Duration::from_secs(180))
+                .unwrap_or_else(|e| fail(test, e))
+        }
+        Err(e) => fail(test, e),
+    }
+}
+
+/// `xl destroy`s `name`, which must succeed.
+fn destroy(bed: &mut XenBed, test: &str, name: &str) {
+    let (status, out) = bed
+        .run_status(&format!("xl destroy {name}"), Duration::from_secs(60))
+        .unwrap_or_else(|e| fail(test, e));
+    assert_eq!(status, 0, "xl destroy {name}: {out}");
+}
+
 /// `xl create`s `name` and waits for its vif's backend state Connected.
 fn start_guest(bed: &mut XenBed, test: &str, dd: u32, name: &str) -> (u32, String) {
-    let guest = bed
-        .xl_create(
-            &format!("/nc2dd/{name}.cfg"),
-            name,
-            Duration::from_secs(180),
-        )
-        .unwrap_or_else(|e| fail(test, e));
+    let guest = create(bed, test, name);
     let backend = format!("/local/domain/{dd}/backend/vif/{}/0", guest.domid);
     let connected = bed
         .wait_for(&format!("{backend}/state = 4"), Duration::from_secs(180))
@@ -497,6 +518,7 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
     const GARBAGE: &str = "nc2-hostile-xs";
     const HOSTILE_NC2: &str = "nc2-hostile-nc2";
     const HOSTILE_GREF: &str = "nc2-hostile-gref";
+    const HOSTILE_JUMP: &str = "nc2-hostile-jump";
     const SERVER_IP: &str = "192.0.2.3";
     const CLIENT_IP: &str = "192.0.2.4";
     let (mut bed, dd) = start_nc2dd(
@@ -536,6 +558,14 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
                 ),
             ),
             (
+                HOSTILE_JUMP,
+                nc2_guest_cfg(
+                    HOSTILE_JUMP,
+                    "00:16:3e:00:00:0a",
+                    &format!("mode=nc2-index-jump transport=nc2 ip=192.0.2.10 ping={NC2DD_IP}"),
+                ),
+            ),
+            (
                 HOSTILE_GREF,
                 nc2_guest_cfg(
                     HOSTILE_GREF,
@@ -555,21 +585,9 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
     );
     // The client starts fetching while the hostile guest connects and corrupts its ring.
     let t_client = Instant::now();
-    let client = bed
-        .xl_create(
-            &format!("/nc2dd/{CLIENT}.cfg"),
-            CLIENT,
-            Duration::from_secs(180),
-        )
-        .unwrap_or_else(|e| fail(TEST, e));
+    let client = create(&mut bed, TEST, CLIENT);
     let client_backend = format!("/local/domain/{dd}/backend/vif/{}/0", client.domid);
-    let hostile = bed
-        .xl_create(
-            &format!("/nc2dd/{HOSTILE}.cfg"),
-            HOSTILE,
-            Duration::from_secs(180),
-        )
-        .unwrap_or_else(|e| fail(TEST, e));
+    let hostile = create(&mut bed, TEST, HOSTILE);
     let at = bed.cursor();
     hostile_ring_guest(&mut bed, TEST, dd, &hostile, "netif");
     bed.rewind(at);
@@ -606,13 +624,7 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
     }
 
     // Garbage keys: refused before anything is mapped, then the state key itself.
-    let garbage = bed
-        .xl_create(
-            &format!("/nc2dd/{GARBAGE}.cfg"),
-            GARBAGE,
-            Duration::from_secs(180),
-        )
-        .unwrap_or_else(|e| fail(TEST, e));
+    let garbage = create(&mut bed, TEST, GARBAGE);
     let garbage_backend = format!("/local/domain/{dd}/backend/vif/{}/0", garbage.domid);
     let why = wait_line(
         &mut bed,
@@ -649,24 +661,20 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
         "the garbage vif's error key does not name the bad key: {error:?}"
     );
 
-    // netchannel2: a message of a size the wire format forbids.
-    let nc2 = bed
-        .xl_create(
-            &format!("/nc2dd/{HOSTILE_NC2}.cfg"),
-            HOSTILE_NC2,
-            Duration::from_secs(180),
-        )
-        .unwrap_or_else(|e| fail(TEST, e));
+    // Each hostile guest goes once checked (its memory is needed for the next).
+    destroy(&mut bed, TEST, HOSTILE);
+    destroy(&mut bed, TEST, GARBAGE);
+
+    // netchannel2: a message of a size the wire format forbids, then an index jump.
+    let nc2 = create(&mut bed, TEST, HOSTILE_NC2);
     hostile_ring_guest(&mut bed, TEST, dd, &nc2, "nc2");
+    destroy(&mut bed, TEST, HOSTILE_NC2);
+    let jump = create(&mut bed, TEST, HOSTILE_JUMP);
+    hostile_ring_guest(&mut bed, TEST, dd, &jump, "nc2");
+    destroy(&mut bed, TEST, HOSTILE_JUMP);
 
     // netif: a receive buffer whose grant reference names nothing, reached by replies.
-    let gref = bed
-        .xl_create(
-            &format!("/nc2dd/{HOSTILE_GREF}.cfg"),
-            HOSTILE_GREF,
-            Duration::from_secs(180),
-        )
-        .unwrap_or_else(|e| fail(TEST, e));
+    let gref = create(&mut bed, TEST, HOSTILE_GREF);
     hostile_ring_guest(&mut bed, TEST, dd, &gref, "netif");
     report(
         TEST,
@@ -707,9 +715,7 @@ fn nc2_guest_pings_and_sends_a_file_to_linux() {
         "NC2DD_GUEST_LISTENING",
         &["NC2DD_GUEST_INSMOD_FAILED"],
     );
-    let app = bed
-        .xl_create(&format!("/nc2dd/{APP}.cfg"), APP, Duration::from_secs(180))
-        .unwrap_or_else(|e| fail(TEST, e));
+    let app = create(&mut bed, TEST, APP);
     let backend = format!("/local/domain/{dd}/backend/vif/{}/0", app.domid);
     let connected = wait_line(
         &mut bed,

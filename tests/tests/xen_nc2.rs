@@ -16,8 +16,8 @@
 //!   (netchannel2 when netback offers `feature-nc2`, netif otherwise; the test logs which),
 //!   pings netback's responder, runs its packet generator (500 UDP datagrams to the Linux guest)
 //!   and sends a 1 MiB file over TCP to a stock Linux guest listening with `nc -l`; the SHA-256
-//!   the nc2-guest printed must match what Linux received, and netback's per-vif counters must
-//!   show the traffic.
+//!   the nc2-guest printed must match what Linux received; Linux then pings the nc2-guest and
+//!   uses its UDP echo, and netback's per-vif counters must show the traffic.
 //!
 //! The nc2-guest image is built here from `guests/nc2-guest/system.toml` into
 //! `target/nc2-guest/`. Stage wall times go to `target/xenbed-logs/<test>.times`.
@@ -124,7 +124,9 @@ fn guest_log(name: &str) -> String {
 /// - `server`: a 2 MiB random file, `NC2DD_GUEST_SHA <sum>`, busybox httpd, `NC2DD_GUEST_SERVING`;
 /// - `client`: fetches `http://<nc2dd.peer>/f`, `NC2DD_GUEST_GOT <sum>`, `NC2DD_GUEST_FETCH_OK`;
 /// - `sink`: `NC2DD_GUEST_LISTENING`, then `nc -l -p 5000` into a file until the sender closes,
-///   `NC2DD_GUEST_GOT <sum>` and `NC2DD_GUEST_RECEIVED <bytes>`.
+///   `NC2DD_GUEST_GOT <sum>` and `NC2DD_GUEST_RECEIVED <bytes>`; then it pings `nc2dd.peer`
+///   (`NC2DD_GUEST_PEER_PING_OK`) and sends it a UDP datagram on the echo port
+///   (`NC2DD_GUEST_UDP_ECHO_OK` when the same bytes come back).
 fn guest_init() -> String {
     r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /www
@@ -166,6 +168,13 @@ sink)
     nc -l -p 5000 > /tmp/f
     echo "NC2DD_GUEST_GOT $(sha256sum /tmp/f | cut -d' ' -f1)"
     echo "NC2DD_GUEST_RECEIVED $(wc -c < /tmp/f)"
+    if ping -c 3 -W 5 $peer > /tmp/p 2>&1 && grep -q ' 0% packet loss' /tmp/p; then
+        echo NC2DD_GUEST_PEER_PING_OK
+    else
+        cat /tmp/p; echo NC2DD_GUEST_PEER_PING_LOST
+    fi
+    r=$(echo nc2-udp-echo | nc -u -w 3 $peer 7)
+    if [ "$r" = nc2-udp-echo ]; then echo NC2DD_GUEST_UDP_ECHO_OK; else echo "NC2DD_GUEST_UDP_ECHO_BAD [$r]"; fi
     ;;
 esac
 while true; do sleep 1000; done
@@ -693,7 +702,12 @@ fn nc2_guest_pings_and_sends_a_file_to_linux() {
         &[
             (
                 SINK,
-                linux_cfg(SINK, "00:16:3e:00:00:03", SINK_IP, "nc2dd.role=sink"),
+                linux_cfg(
+                    SINK,
+                    "00:16:3e:00:00:03",
+                    SINK_IP,
+                    "nc2dd.role=sink nc2dd.peer=192.0.2.7",
+                ),
             ),
             (
                 APP,
@@ -776,6 +790,19 @@ fn nc2_guest_pings_and_sends_a_file_to_linux() {
         &["NC2DD_GUEST_INSMOD_FAILED"],
     );
     let received = sum_after(&got, "NC2DD_GUEST_GOT ");
+    // Linux pings the nc2-guest and uses its UDP echo.
+    let answered = linux_verdict(
+        &mut bed,
+        TEST,
+        SINK,
+        "NC2DD_GUEST_UDP_ECHO_OK",
+        &["NC2DD_GUEST_PEER_PING_LOST", "NC2DD_GUEST_UDP_ECHO_BAD"],
+    );
+    assert!(answered.contains("NC2DD_GUEST_PEER_PING_OK"), "{answered}");
+    report(
+        TEST,
+        "Linux pinged the nc2-guest (0% loss) and got its UDP echo",
+    );
     report(
         TEST,
         &format!("SHA-256 sent {sent_sum}, received {received}"),

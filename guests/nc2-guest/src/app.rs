@@ -282,11 +282,13 @@ pub fn run(env: &Env, link: &mut dyn Link, mac: Mac, args: &Args) -> Result<(), 
     }
     log::info!("NC2_GUEST_SERVING on {} over {name}", ip_str(args.ip));
     let mut last = env.now_ms();
+    let mut logged = app.stack.counters;
     loop {
         app.pump(env, 1000)?;
-        if env.now_ms() - last > 30_000 {
+        if env.now_ms() - last > 5_000 && app.stack.counters != logged {
             last = env.now_ms();
             let c = app.stack.counters;
+            logged = c;
             log::info!(
                 "counters: {} frames in, {} dropped, {} ARP replies, {} echo replies, {} UDP echoed",
                 c.frames_in,

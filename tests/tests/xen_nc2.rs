@@ -17,8 +17,8 @@
 //!   pings netback's responder, runs its packet generator (500 UDP datagrams to the Linux guest)
 //!   and sends a 1 MiB file over TCP to a stock Linux guest listening with `nc -l`; the SHA-256
 //!   the nc2-guest printed must match what Linux received; Linux then pings the nc2-guest, and
-//!   netback's per-vif counters must show the traffic. A second nc2-guest does the same over
-//!   the netif transport (ping, 512 KiB file).
+//!   netback's per-vif counters must show the traffic. A second nc2-guest does the same at the
+//!   same time over the netif transport (ping, 512 KiB file to a second listener).
 //!
 //! The nc2-guest image is built here from `guests/nc2-guest/system.toml` into
 //! `target/nc2-guest/`. Stage wall times go to `target/xenbed-logs/<test>.times`.
@@ -124,10 +124,11 @@ fn guest_log(name: &str) -> String {
 /// The Linux guests' init: netfront and the address from `nc2dd.ip`, then by `nc2dd.role`:
 /// - `server`: a 2 MiB random file, `NC2DD_GUEST_SHA <sum>`, busybox httpd, `NC2DD_GUEST_SERVING`;
 /// - `client`: fetches `http://<nc2dd.peer>/f`, `NC2DD_GUEST_GOT <sum>`, `NC2DD_GUEST_FETCH_OK`;
-/// - `sink`: `NC2DD_GUEST_LISTENING`, then `nc -l -p 5000` into a file until the sender closes,
+/// - `sink`: listens on ports 5000 and 5001 (`NC2DD_GUEST_LISTENING`), each `nc -l` into a file
+///   until the sender closes; for port 5000
 ///   `NC2DD_GUEST_GOT <sum>` and `NC2DD_GUEST_RECEIVED <bytes>`; then it pings `nc2dd.peer`
-///   (`NC2DD_GUEST_PEER_PING_OK` when all 3 are answered within ping's 60 s deadline), and receives a second file the same way on port
-///   5001 (`NC2DD_GUEST_NETIF_LISTENING`, `..._NETIF_GOT <sum>`, `..._NETIF_RECEIVED <bytes>`). (The bed's busybox `nc` has no UDP mode, so the
+///   (`NC2DD_GUEST_PEER_PING_OK` when all 3 are answered within ping's 60 s deadline); for
+///   port 5001 `NC2DD_GUEST_NETIF_GOT <sum>` and `NC2DD_GUEST_NETIF_RECEIVED <bytes>`. (The bed's busybox `nc` has no UDP mode, so the
 ///   nc2-guest's UDP echo is tested on the host only.)
 fn guest_init() -> String {
     r#"#!/bin/busybox sh
@@ -166,6 +167,10 @@ client)
     fi
     ;;
 sink)
+    ( nc -l -p 5001 > /tmp/g
+      echo "NC2DD_GUEST_NETIF_GOT $(sha256sum /tmp/g | cut -d' ' -f1)"
+      echo "NC2DD_GUEST_NETIF_RECEIVED $(wc -c < /tmp/g)" ) &
+    sleep 1
     echo NC2DD_GUEST_LISTENING
     nc -l -p 5000 > /tmp/f
     echo "NC2DD_GUEST_GOT $(sha256sum /tmp/f | cut -d' ' -f1)"
@@ -175,10 +180,6 @@ sink)
     else
         cat /tmp/p; echo NC2DD_GUEST_PEER_PING_LOST
     fi
-    echo NC2DD_GUEST_NETIF_LISTENING
-    nc -l -p 5001 > /tmp/g
-    echo "NC2DD_GUEST_NETIF_GOT $(sha256sum /tmp/g | cut -d' ' -f1)"
-    echo "NC2DD_GUEST_NETIF_RECEIVED $(wc -c < /tmp/g)"
     ;;
 esac
 while true; do sleep 1000; done
@@ -695,6 +696,64 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
     );
 }
 
+/// What one application nc2-guest reported: its console lines after each stage.
+struct AppRun {
+    sent_sum: String,
+    transport: String,
+}
+
+/// Follows application guest `g` from `NC2_GUEST_CONNECTED` to `NC2_GUEST_SENT`, reporting each
+/// stage's wall time; `gen` says whether it runs the packet generator.
+fn follow_app(bed: &mut XenBed, test: &str, g: &xenbed::Domain, label: &str, gen_: bool) -> AppRun {
+    let mark = |m: &str| format!("{}[INFO ] nc2-guest: {m}", g.console_prefix);
+    let connected = wait_line(
+        bed,
+        test,
+        &mark("NC2_GUEST_CONNECTED"),
+        Duration::from_secs(180),
+    );
+    let transport = if connected.line.contains("over nc2") {
+        "nc2"
+    } else {
+        "netif"
+    };
+    report(
+        test,
+        &format!(
+            "{label}: xl create to Connected over {transport}: {:.1} s ({})",
+            connected
+                .arrived
+                .saturating_duration_since(g.started)
+                .as_secs_f64(),
+            connected.line.trim()
+        ),
+    );
+    let ping = wait_line(
+        bed,
+        test,
+        &mark("NC2_GUEST_PING_OK 5/5"),
+        Duration::from_secs(120),
+    );
+    report(test, &format!("{label}: {}", ping.line.trim()));
+    if gen_ {
+        let generated = wait_line(
+            bed,
+            test,
+            &mark("NC2_GUEST_GEN_DONE"),
+            Duration::from_secs(120),
+        );
+        report(test, &format!("{label}: {}", generated.line.trim()));
+    }
+    let sha = wait_line(bed, test, &mark("NC2_GUEST_SHA "), Duration::from_secs(120));
+    let sent_sum = sum_after(&sha.line, "NC2_GUEST_SHA ");
+    let sent = wait_line(bed, test, &mark("NC2_GUEST_SENT"), Duration::from_secs(300));
+    report(test, &format!("{label}: {}", sent.line.trim()));
+    AppRun {
+        sent_sum,
+        transport: transport.to_string(),
+    }
+}
+
 #[test]
 fn nc2_guest_pings_and_sends_a_file_to_linux() {
     const TEST: &str = "xen_nc2_app";
@@ -744,143 +803,43 @@ fn nc2_guest_pings_and_sends_a_file_to_linux() {
         "NC2DD_GUEST_LISTENING",
         &["NC2DD_GUEST_INSMOD_FAILED"],
     );
-    let app = create(&mut bed, TEST, APP);
-    let backend = format!("/local/domain/{dd}/backend/vif/{}/0", app.domid);
-    let connected = wait_line(
-        &mut bed,
-        TEST,
-        &format!(
-            "{}[INFO ] nc2-guest: NC2_GUEST_CONNECTED",
-            app.console_prefix
-        ),
-        Duration::from_secs(180),
-    );
-    let transport = if connected.line.contains("over nc2") {
-        "nc2"
-    } else {
-        "netif"
-    };
+    // Both run at once: the netif one (what Linux netfront speaks) and the auto one, which
+    // must pick netchannel2 when netback offers it.
+    let g_netif = create(&mut bed, TEST, APP_NETIF);
+    let g_nc2 = create(&mut bed, TEST, APP);
+    let at = bed.cursor();
+    let nc2 = follow_app(&mut bed, TEST, &g_nc2, "nc2-guest", true);
+    bed.rewind(at);
+    let netif = follow_app(&mut bed, TEST, &g_netif, "nc2-guest (netif)", false);
+    assert_eq!(netif.transport, "netif");
+    let backend = format!("/local/domain/{dd}/backend/vif/{}/0", g_nc2.domid);
     let offered = read_key(&mut bed, TEST, &format!("{backend}/feature-nc2"));
-    report(
-        TEST,
-        &format!(
-            "nc2-guest: xl create to Connected over {transport}: {:.1} s ({})",
-            connected
-                .arrived
-                .saturating_duration_since(app.started)
-                .as_secs_f64(),
-            connected.line.trim()
-        ),
-    );
     if offered == "1" {
         assert_eq!(
-            transport, "nc2",
+            nc2.transport, "nc2",
             "netback offers feature-nc2 but the guest used netif"
         );
     }
-    let ping = wait_line(
-        &mut bed,
-        TEST,
-        "NC2_GUEST_PING_OK 5/5",
-        Duration::from_secs(120),
-    );
-    report(TEST, &format!("nc2-guest: {}", ping.line.trim()));
-    assert!(ping.line.contains("NC2_GUEST_PING_OK 5/5"), "{}", ping.line);
-    let generated = wait_line(
-        &mut bed,
-        TEST,
-        "NC2_GUEST_GEN_DONE",
-        Duration::from_secs(120),
-    );
-    report(TEST, &format!("nc2-guest: {}", generated.line.trim()));
-    let sha = wait_line(&mut bed, TEST, "NC2_GUEST_SHA ", Duration::from_secs(60));
-    let sent_sum = sum_after(&sha.line, "NC2_GUEST_SHA ");
-    let sent = wait_line(&mut bed, TEST, "NC2_GUEST_SENT", Duration::from_secs(300));
-    report(TEST, &format!("nc2-guest: {}", sent.line.trim()));
     let got = linux_verdict(
         &mut bed,
         TEST,
         SINK,
-        "NC2DD_GUEST_RECEIVED",
-        &["NC2DD_GUEST_INSMOD_FAILED"],
+        "NC2DD_GUEST_PEER_PING_OK",
+        &["NC2DD_GUEST_PEER_PING_LOST", "NC2DD_GUEST_INSMOD_FAILED"],
     );
+    report(TEST, "Linux pinged the nc2-guest: 3 of 3 answered");
     let received = sum_after(&got, "NC2DD_GUEST_GOT ");
     report(
         TEST,
-        &format!("SHA-256 sent {sent_sum}, received {received}"),
+        &format!(
+            "{}: SHA-256 sent {}, received {received}",
+            nc2.transport, nc2.sent_sum
+        ),
     );
     assert_eq!(
-        sent_sum, received,
+        nc2.sent_sum, received,
         "the file changed on its way through netback"
     );
-    let stats = read_key(&mut bed, TEST, &format!("{backend}/statistics"));
-    report(TEST, &format!("nc2-guest vif ({transport}): {stats}"));
-    // 718 data segments, 500 generated datagrams, pings and ARP.
-    assert!(
-        stat(&stats, "tx") >= 1200,
-        "netback counted too few packets from the nc2-guest: {stats}"
-    );
-    assert!(
-        stats.contains(" 0 proto-err"),
-        "protocol errors counted: {stats}"
-    );
-    // Linux pings the nc2-guest.
-    let answered = linux_verdict(
-        &mut bed,
-        TEST,
-        SINK,
-        "NC2DD_GUEST_PEER_PING_OK",
-        &["NC2DD_GUEST_PEER_PING_LOST"],
-    );
-    assert!(answered.contains("NC2DD_GUEST_RECEIVED"), "{answered}");
-    report(TEST, "Linux pinged the nc2-guest: 3 of 3 answered");
-
-    // The same application over the netif transport (what a Linux netfront speaks).
-    linux_verdict(
-        &mut bed,
-        TEST,
-        SINK,
-        "NC2DD_GUEST_NETIF_LISTENING",
-        &["NC2DD_GUEST_PEER_PING_LOST"],
-    );
-    let g = create(&mut bed, TEST, APP_NETIF);
-    let netif_backend = format!("/local/domain/{dd}/backend/vif/{}/0", g.domid);
-    let connected = wait_line(
-        &mut bed,
-        TEST,
-        &format!(
-            "{}[INFO ] nc2-guest: NC2_GUEST_CONNECTED over netif",
-            g.console_prefix
-        ),
-        Duration::from_secs(180),
-    );
-    report(
-        TEST,
-        &format!(
-            "nc2-guest (netif): xl create to Connected: {:.1} s ({})",
-            connected
-                .arrived
-                .saturating_duration_since(g.started)
-                .as_secs_f64(),
-            connected.line.trim()
-        ),
-    );
-    let ping = wait_line(
-        &mut bed,
-        TEST,
-        "NC2_GUEST_PING_OK 5/5 over netif",
-        Duration::from_secs(120),
-    );
-    report(TEST, &format!("nc2-guest (netif): {}", ping.line.trim()));
-    let sha = wait_line(&mut bed, TEST, "NC2_GUEST_SHA ", Duration::from_secs(60));
-    let sent_sum = sum_after(&sha.line, "NC2_GUEST_SHA ");
-    let sent = wait_line(
-        &mut bed,
-        TEST,
-        "NC2_GUEST_SENT 524288 bytes over netif",
-        Duration::from_secs(300),
-    );
-    report(TEST, &format!("nc2-guest (netif): {}", sent.line.trim()));
     let got = linux_verdict(
         &mut bed,
         TEST,
@@ -891,22 +850,32 @@ fn nc2_guest_pings_and_sends_a_file_to_linux() {
     let received = sum_after(&got, "NC2DD_GUEST_NETIF_GOT ");
     report(
         TEST,
-        &format!("netif: SHA-256 sent {sent_sum}, received {received}"),
+        &format!(
+            "netif: SHA-256 sent {}, received {received}",
+            netif.sent_sum
+        ),
     );
     assert_eq!(
-        sent_sum, received,
+        netif.sent_sum, received,
         "the file changed on its way through netback (netif)"
     );
-    let stats = read_key(&mut bed, TEST, &format!("{netif_backend}/statistics"));
-    report(TEST, &format!("nc2-guest vif (netif): {stats}"));
-    assert!(
-        stat(&stats, "tx") >= 359,
-        "netback counted too few packets from the netif nc2-guest: {stats}"
-    );
-    assert!(
-        stats.contains(" 0 proto-err"),
-        "protocol errors counted: {stats}"
-    );
+    let netif_backend = format!("/local/domain/{dd}/backend/vif/{}/0", g_netif.domid);
+    // 718 data segments + 500 generated datagrams; 359 data segments.
+    for (b, label, min) in [
+        (&backend, nc2.transport.as_str(), 1200),
+        (&netif_backend, "netif", 359),
+    ] {
+        let stats = read_key(&mut bed, TEST, &format!("{b}/statistics"));
+        report(TEST, &format!("nc2-guest vif ({label}): {stats}"));
+        assert!(
+            stat(&stats, "tx") >= min,
+            "netback counted too few packets from the {label} nc2-guest: {stats}"
+        );
+        assert!(
+            stats.contains(" 0 proto-err"),
+            "protocol errors counted: {stats}"
+        );
+    }
     report(
         TEST,
         &format!("whole bed run {:.1} s", bed.elapsed().as_secs_f64()),

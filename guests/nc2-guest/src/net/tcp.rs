@@ -1,8 +1,10 @@
 //! A minimal TCP sender: connects, sends one byte string, closes. Enough to push a file to a
 //! Linux `nc -l` through the driver domain and to compare checksums.
 //!
-//! What it does: active open with the MSS option, a fixed send window (the smaller of ours and
-//! the peer's advertised window; no window scaling, no SACK, no congestion control), go-back-N
+//! What it does: active open with the MSS option, a send window that is the smallest of ours,
+//! the peer's advertised window and a congestion window (slow start from 4 segments, one
+//! segment per window in congestion avoidance, halved on fast retransmit, one segment after a
+//! timeout; no window scaling, no SACK), go-back-N
 //! retransmission from the oldest unacknowledged byte when the retransmission timer expires
 //! (exponential back-off) or at the third duplicate ACK (fast retransmit; duplicates caused by
 //! the retransmission itself are not counted again until everything sent before it is
@@ -59,6 +61,8 @@ pub struct Sender {
     snd_max: u32,
     rcv_nxt: u32,
     peer_window: u32,
+    cwnd: u32,
+    ssthresh: u32,
     peer_mss: u32,
     peer_fin: bool,
     ack_due: bool,
@@ -94,6 +98,8 @@ impl Sender {
             snd_max: cfg.iss,
             rcv_nxt: 0,
             peer_window: 0,
+            cwnd: 0,
+            ssthresh: 0,
             peer_mss: 536,
             peer_fin: false,
             ack_due: false,
@@ -140,6 +146,21 @@ impl Sender {
         self.data_start().wrapping_add(self.len)
     }
 
+    /// The segment size both ends accept.
+    fn mss(&self) -> u32 {
+        u32::from(self.cfg.mss).min(self.peer_mss)
+    }
+
+    /// Half the data in flight, at least two segments (the new slow-start threshold).
+    fn half_flight(&self) -> u32 {
+        (self.snd_max.wrapping_sub(self.snd_una) / 2).max(2 * self.mss())
+    }
+
+    /// The congestion window in bytes.
+    pub fn cwnd(&self) -> u32 {
+        self.cwnd
+    }
+
     fn header(&self, seq: u32, flags: u8) -> TcpOut {
         TcpOut {
             sport: self.cfg.sport,
@@ -180,6 +201,8 @@ impl Sender {
             self.snd_max = seg.ack;
             self.peer_window = u32::from(seg.window);
             self.peer_mss = u32::from(seg.mss.unwrap_or(536)).max(64);
+            self.cwnd = 4 * self.mss();
+            self.ssthresh = self.cfg.window;
             self.state = State::Established;
             self.ack_due = true;
             self.deadline = None;
@@ -204,12 +227,22 @@ impl Sender {
                 if self.dupacks == 3 {
                     self.dupacks = 0;
                     self.fast_retransmits += 1;
+                    self.ssthresh = self.half_flight();
+                    self.cwnd = self.ssthresh;
                     self.recover = self.snd_max;
                     self.snd_nxt = self.snd_una;
                 }
             }
             if lt(self.snd_una, seg.ack) {
                 self.dupacks = 0;
+                let acked = seg.ack.wrapping_sub(self.snd_una);
+                let mss = self.mss();
+                self.cwnd = if self.cwnd < self.ssthresh {
+                    self.cwnd + acked.min(mss)
+                } else {
+                    self.cwnd + (mss * mss / self.cwnd.max(1)).max(1)
+                }
+                .min(self.cfg.window);
                 self.snd_una = seg.ack;
                 if lt(self.snd_nxt, self.snd_una) {
                     self.snd_nxt = self.snd_una;
@@ -255,6 +288,10 @@ impl Sender {
                 return None;
             }
             self.retransmits += 1;
+            if self.state != State::SynSent {
+                self.ssthresh = self.half_flight();
+                self.cwnd = self.mss();
+            }
             self.rto_ms = (self.rto_ms * 2).min(self.cfg.max_rto_ms);
             self.deadline = Some(now + self.rto_ms);
             // Go back N: resend from the oldest unacknowledged byte.
@@ -288,9 +325,9 @@ impl Sender {
                 let end = self.fin_seq();
                 if lt(self.snd_nxt, end) {
                     let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
-                    let window = self.peer_window.min(self.cfg.window);
+                    let window = self.peer_window.min(self.cfg.window).min(self.cwnd);
                     let room = window.saturating_sub(in_flight);
-                    let mss = u32::from(self.cfg.mss).min(self.peer_mss);
+                    let mss = self.mss();
                     let left = end.wrapping_sub(self.snd_nxt);
                     let n = left.min(mss).min(room);
                     // Send a full segment, the last piece, or (window permitting) nothing.
@@ -455,6 +492,36 @@ mod tests {
         let (s, got) = run(20_000, |n| n == 4);
         assert_eq!(got.len(), 20_000);
         assert_eq!((s.fast_retransmits, s.retransmits), (1, 0));
+    }
+
+    #[test]
+    fn a_lost_burst_is_recovered_by_the_timer_and_slow_start() {
+        // Everything after the 5th segment of a flight lost (a full queue drops the tail):
+        // no duplicate ACKs, so the timer recovers it.
+        let (s, got) = run(30_000, |n| (6..=14).contains(&n));
+        assert_eq!(got.len(), 30_000);
+        assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        assert!(s.retransmits >= 1);
+        assert!(s.cwnd() <= 8000);
+    }
+
+    #[test]
+    fn slow_start_grows_the_window_from_four_segments() {
+        let mut s = Sender::new(cfg(), 100_000);
+        s.poll(0);
+        s.input(&synack(8000), 0);
+        let mut flight = 0;
+        while let Some(seg) = s.poll(0) {
+            flight += seg.data_len;
+        }
+        assert_eq!(flight, 4000, "initial window: 4 segments");
+        s.input(&ack(cfg().iss.wrapping_add(1 + 2000), 8000), 0);
+        let mut more = 0;
+        while let Some(seg) = s.poll(0) {
+            more += seg.data_len;
+        }
+        // Two segments acknowledged: the window grew by one segment per ACK.
+        assert_eq!(more, 2000 + 1000);
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //!   and sends a 1 MiB file over TCP to a stock Linux guest listening with `nc -l`; the SHA-256
 //!   the nc2-guest printed must match what Linux received; Linux then pings the nc2-guest, and
 //!   netback's per-vif counters must show the traffic. A second nc2-guest does the same at the
-//!   same time over the netif transport (ping, 512 KiB file to a second listener).
+//!   same time over the netif transport (ping, then a 512 KiB file to port 5001, which Linux
+//!   listens on after the first file: the guest retries its refused connection meanwhile).
 //!
 //! The nc2-guest image is built here from `guests/nc2-guest/system.toml` into
 //! `target/nc2-guest/`. Stage wall times go to `target/xenbed-logs/<test>.times`.
@@ -124,11 +125,12 @@ fn guest_log(name: &str) -> String {
 /// The Linux guests' init: netfront and the address from `nc2dd.ip`, then by `nc2dd.role`:
 /// - `server`: a 2 MiB random file, `NC2DD_GUEST_SHA <sum>`, busybox httpd, `NC2DD_GUEST_SERVING`;
 /// - `client`: fetches `http://<nc2dd.peer>/f`, `NC2DD_GUEST_GOT <sum>`, `NC2DD_GUEST_FETCH_OK`;
-/// - `sink`: listens on ports 5000 and 5001 (`NC2DD_GUEST_LISTENING`), each `nc -l` into a file
-///   until the sender closes; for port 5000
+/// - `sink`: `NC2DD_GUEST_LISTENING`, then `nc -l` on port 5000 into a file until the sender
+///   closes,
 ///   `NC2DD_GUEST_GOT <sum>` and `NC2DD_GUEST_RECEIVED <bytes>`; then it pings `nc2dd.peer`
-///   (`NC2DD_GUEST_PEER_PING_OK` when all 3 are answered within ping's 60 s deadline); for
-///   port 5001 `NC2DD_GUEST_NETIF_GOT <sum>` and `NC2DD_GUEST_NETIF_RECEIVED <bytes>`. (The bed's busybox `nc` has no UDP mode, so the
+///   (`NC2DD_GUEST_PEER_PING_OK` when all 3 are answered within ping's 60 s deadline); then the
+///   same on port 5001: `NC2DD_GUEST_NETIF_GOT <sum>`, `NC2DD_GUEST_NETIF_RECEIVED <bytes>` (its
+///   sender retries while refused). (The bed's busybox `nc` has no UDP mode, so the
 ///   nc2-guest's UDP echo is tested on the host only.)
 fn guest_init() -> String {
     r#"#!/bin/busybox sh
@@ -167,10 +169,6 @@ client)
     fi
     ;;
 sink)
-    ( nc -l -p 5001 > /tmp/g
-      echo "NC2DD_GUEST_NETIF_GOT $(sha256sum /tmp/g | cut -d' ' -f1)"
-      echo "NC2DD_GUEST_NETIF_RECEIVED $(wc -c < /tmp/g)" ) &
-    sleep 1
     echo NC2DD_GUEST_LISTENING
     nc -l -p 5000 > /tmp/f
     echo "NC2DD_GUEST_GOT $(sha256sum /tmp/f | cut -d' ' -f1)"
@@ -180,6 +178,9 @@ sink)
     else
         cat /tmp/p; echo NC2DD_GUEST_PEER_PING_LOST
     fi
+    nc -l -p 5001 > /tmp/g
+    echo "NC2DD_GUEST_NETIF_GOT $(sha256sum /tmp/g | cut -d' ' -f1)"
+    echo "NC2DD_GUEST_NETIF_RECEIVED $(wc -c < /tmp/g)"
     ;;
 esac
 while true; do sleep 1000; done

@@ -19,7 +19,9 @@ const ARP_TIMEOUT_MS: u64 = 10_000;
 const PING_COUNT: u16 = 5;
 const PING_TIMEOUT_MS: u64 = 5_000;
 const TCP_SPORT: u16 = 40_000;
-const GEN_SPORT: u16 = 40_001;
+const GEN_SPORT: u16 = 39_999;
+/// How long a refused connection is retried (the peer may not listen yet).
+const CONNECT_RETRY_MS: u64 = 180_000;
 
 fn ip_str(ip: Ip) -> String {
     format!("{}.{}.{}.{}", ip[0], ip[1], ip[2], ip[3])
@@ -159,13 +161,44 @@ impl<'l> App<'l> {
         Ok(())
     }
 
-    /// Sends `data` to `ip:port` over TCP. Returns the wall time in ms.
+    /// Sends `data` to `ip:port` over TCP. Returns the wall time in ms. A connection refused
+    /// (nobody listening yet) is tried again every second for [`CONNECT_RETRY_MS`].
     pub fn send_file(&mut self, env: &Env, ip: Ip, port: u16, data: &[u8]) -> Result<u64, String> {
+        let start = env.now_ms();
+        let mut attempt = 0u16;
+        loop {
+            match self.send_file_once(env, ip, port, data, TCP_SPORT.wrapping_add(attempt))? {
+                Some(ms) => return Ok(ms),
+                None if env.now_ms() - start < CONNECT_RETRY_MS => {
+                    attempt += 1;
+                    log::info!(
+                        "TCP to {}:{port}: refused, trying again in 1 s (attempt {attempt})",
+                        ip_str(ip)
+                    );
+                    let until = env.now_ms() + 1000;
+                    while env.now_ms() < until {
+                        self.pump(env, 100)?;
+                    }
+                }
+                None => return Err(format!("TCP to {}:{port}: connection refused", ip_str(ip))),
+            }
+        }
+    }
+
+    /// One connection from `sport`; `None` when the SYN was refused.
+    fn send_file_once(
+        &mut self,
+        env: &Env,
+        ip: Ip,
+        port: u16,
+        data: &[u8],
+        sport: u16,
+    ) -> Result<Option<u64>, String> {
         let mac = self.resolve(env, ip)?;
         let iss = (env.now_ms() as u32).wrapping_mul(2_654_435_761);
         let mut s = Sender::new(
             tcp::Config {
-                sport: TCP_SPORT,
+                sport,
                 dport: port,
                 iss,
                 mss: 1460,
@@ -179,12 +212,13 @@ impl<'l> App<'l> {
         let mut last_log = t0;
         loop {
             for (from, seg) in core::mem::take(&mut self.tcp_in) {
-                if from == ip && seg.sport == port && seg.dport == TCP_SPORT {
+                if from == ip && seg.sport == port && seg.dport == sport {
                     s.input(&seg, env.now_ms());
                 }
             }
             match s.state() {
                 State::Done => break,
+                State::Refused => return Ok(None),
                 State::Failed(why) => {
                     return Err(format!("TCP to {}:{port}: {why}", ip_str(ip)));
                 }
@@ -230,7 +264,7 @@ impl<'l> App<'l> {
         let end = env.now_ms() + 2000;
         while !s.peer_fin() && env.now_ms() < end {
             for (from, seg) in core::mem::take(&mut self.tcp_in) {
-                if from == ip && seg.sport == port {
+                if from == ip && seg.sport == port && seg.dport == sport {
                     s.input(&seg, env.now_ms());
                 }
             }
@@ -244,7 +278,7 @@ impl<'l> App<'l> {
             let f = self.stack.tcp_frame(mac, ip, &seg.header, &[]);
             self.send(env, &f)?;
         }
-        Ok(ms)
+        Ok(Some(ms))
     }
 }
 

@@ -27,6 +27,8 @@ pub enum State {
     FinSent,
     /// Our FIN is acknowledged: every byte arrived.
     Done,
+    /// The SYN was answered with a reset: nobody listens (yet) on that port.
+    Refused,
     Failed(&'static str),
 }
 
@@ -179,11 +181,15 @@ impl Sender {
 
     /// Processes a segment from the peer (already matched to our ports).
     pub fn input(&mut self, seg: &TcpSeg, now: u64) {
-        if matches!(self.state, State::Failed(_)) {
+        if matches!(self.state, State::Failed(_) | State::Refused) {
             return;
         }
         if seg.flags & TCP_RST != 0 {
-            self.state = State::Failed("the peer reset the connection");
+            self.state = if self.state == State::SynSent {
+                State::Refused
+            } else {
+                State::Failed("the peer reset the connection")
+            };
             self.deadline = None;
             return;
         }
@@ -275,7 +281,7 @@ impl Sender {
     /// call again until it can: the segment is already accounted as sent, and the
     /// retransmission timer recovers it).
     pub fn poll(&mut self, now: u64) -> Option<Segment> {
-        if matches!(self.state, State::Failed(_)) {
+        if matches!(self.state, State::Failed(_) | State::Refused) {
             return None;
         }
         if let Some(d) = self.deadline
@@ -361,7 +367,7 @@ impl Sender {
                 self.pure_ack()
             }
             State::Done => self.pure_ack(),
-            State::Failed(_) => None,
+            State::Failed(_) | State::Refused => None,
         }
     }
 

@@ -22,6 +22,7 @@ pub const SERVERS: &[(&str, &str)] = &[
     ("nic-ixgbe", "nic-ixgbe"),
     ("netback", "netback"),
     ("test-task", "test-tasks"),
+    ("nc2-guest", "nc2-guest"),
 ];
 
 /// The names a description may use for `server`.

@@ -179,6 +179,46 @@ pub fn guest_initramfs(bed_initramfs: &Path) -> Vec<u8> {
     ])
 }
 
+/// nc2dd's kernel as a guest (`guests/nc2-guest`), built once per test process into
+/// `target/nc2-guest/`: the kernel and its boot module.
+pub fn nc2_guest_image() -> &'static image::assemble::Artefacts {
+    static BUILT: std::sync::OnceLock<image::assemble::Artefacts> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = image::assemble::workspace_root();
+        let opts = image::assemble::Options {
+            out_dir: root.join("target").join("nc2-guest"),
+            system: root.join("guests").join("nc2-guest").join("system.toml"),
+            ..image::assemble::Options::default()
+        };
+        image::assemble::build(&opts)
+            .unwrap_or_else(|e| panic!("nc2-guest image build failed: {e}"))
+    })
+}
+
+/// An nc2-guest's xl config (PVH, kernel and module under /nc2dd as `nc2-guest.elf` and
+/// `nc2-guest-modules.bin`); `args` are its task arguments (`key=value`, space separated).
+pub fn nc2_guest_cfg(name: &str, mac: &str, args: &str) -> String {
+    let cmdline: Vec<String> = args
+        .split_whitespace()
+        .map(|a| format!("nc2dd.nc2-guest.{a}"))
+        .collect();
+    format!(
+        r#"name = "{name}"
+type = "pvh"
+kernel = "/nc2dd/nc2-guest.elf"
+ramdisk = "/nc2dd/nc2-guest-modules.bin"
+cmdline = "{}"
+memory = 48
+vcpus = 1
+vif = [ "backend=nc2dd,mac={mac}" ]
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "destroy"
+"#,
+        cmdline.join(" ")
+    )
+}
+
 /// Creates guest `name` from `/nc2dd/<name>.cfg` and waits until its vif on driver domain `dd`
 /// is Connected (InitWait came within libxl's 10 s, else `xl create` had failed). Returns the
 /// guest's id, the backend path and the time from `xl create` to Connected.

@@ -15,10 +15,10 @@ cargo fmt --all -- --check
 step "clippy (host)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "clippy (x86_64-unknown-none: kernel, runtime, servers)"
+step "clippy (x86_64-unknown-none: kernel, runtime, servers, the nc2 guest)"
 CARGO_ENCODED_RUSTFLAGS="-Crelocation-model=static" \
     cargo clippy --target x86_64-unknown-none --target-dir target/clippy-none \
-    -p kernel -p userland -p netback -p nic-ixgbe -p test-tasks -- -D warnings
+    -p kernel -p userland -p netback -p nic-ixgbe -p test-tasks -p nc2-guest -- -D warnings
 
 step "tests (host, QEMU, nested Xen)"
 cargo test --workspace

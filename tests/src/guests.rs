@@ -183,13 +183,20 @@ pub fn guest_initramfs(bed_initramfs: &Path) -> Vec<u8> {
 /// is Connected (InitWait came within libxl's 10 s, else `xl create` had failed). Returns the
 /// guest's id, the backend path and the time from `xl create` to Connected.
 pub fn start_guest(bed: &mut XenBed, test: &str, dd: u32, name: &str) -> (u32, String, Duration) {
-    let guest = bed
-        .xl_create(
-            &format!("/nc2dd/{name}.cfg"),
-            name,
-            Duration::from_secs(180),
-        )
-        .unwrap_or_else(|e| fail(test, e));
+    let cfg = format!("/nc2dd/{name}.cfg");
+    let guest = match bed.xl_create(&cfg, name, Duration::from_secs(180)) {
+        // dom0's libxenguest now and then fails to unpack the guest's XZ kernel ("Invalid
+        // kernel"; the same file boots on the next try): a toolstack flake, retried once.
+        Err(BedError::CommandFailed { output, .. }) if output.contains("Invalid kernel") => {
+            report(
+                test,
+                &format!("xl create {name}: dom0 failed to unpack the kernel, retrying once"),
+            );
+            bed.xl_create(&cfg, name, Duration::from_secs(180))
+        }
+        other => other,
+    }
+    .unwrap_or_else(|e| fail(test, e));
     let backend = format!("/local/domain/{dd}/backend/vif/{}/0", guest.domid);
     let connected = bed
         .wait_for(&format!("{backend}/state = 4"), Duration::from_secs(180))

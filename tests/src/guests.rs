@@ -46,7 +46,8 @@ pub fn guest_log(name: &str) -> String {
 ///   httpd, then `NC2DD_GUEST_SERVING`;
 /// - `client`: pings `nc2dd.peer`, fetches `http://<nc2dd.peer>/f` with wget, prints
 ///   `NC2DD_GUEST_GOT <sum>` and `NC2DD_GUEST_FETCH_OK` (or `NC2DD_GUEST_FETCH_FAILED`);
-/// - `wire`: five pings of `nc2dd.peer` (verdict as for `ping`), then fetches
+/// - `wire`: a warm-up echo (up to three tries: ARP and the vif's NIC pool may still be on
+///   their way), five pings of `nc2dd.peer` (verdict as for `ping`), then fetches
 ///   `http://<nc2dd.server>/f` and prints `NC2DD_GUEST_GOT <sum>`, `NC2DD_GUEST_FETCH_MS <ms>`
 ///   and `NC2DD_GUEST_FETCH_OK`; then fetches it again every ten seconds, printing
 ///   `NC2DD_GUEST_AGAIN <sum>` after each success.
@@ -99,6 +100,9 @@ client)
     fi
     ;;
 wire)
+    # Warm-up: the first echo waits for ARP and for the vif's NIC pool, which the guest may
+    # start pinging before it exists; up to three tries, then the measured five.
+    for i in 1 2 3; do ping -c 1 -W 10 $peer > /dev/null 2>&1 && break; done
     pings
     t0=$(ms)
     if wget -q -O /tmp/f http://$server/f; then

@@ -46,7 +46,8 @@ pub fn guest_log(name: &str) -> String {
 ///   httpd, then `NC2DD_GUEST_SERVING`;
 /// - `client`: pings `nc2dd.peer`, fetches `http://<nc2dd.peer>/f` with wget, prints
 ///   `NC2DD_GUEST_GOT <sum>` and `NC2DD_GUEST_FETCH_OK` (or `NC2DD_GUEST_FETCH_FAILED`);
-/// - `wire`: five pings of `nc2dd.peer` (verdict as for `ping`), then fetches
+/// - `wire`: a warm-up echo (up to three tries: ARP and the vif's NIC pool may still be on
+///   their way), five pings of `nc2dd.peer` (verdict as for `ping`), then fetches
 ///   `http://<nc2dd.server>/f` and prints `NC2DD_GUEST_GOT <sum>`, `NC2DD_GUEST_FETCH_MS <ms>`
 ///   and `NC2DD_GUEST_FETCH_OK`; then fetches it again every ten seconds, printing
 ///   `NC2DD_GUEST_AGAIN <sum>` after each success.
@@ -99,6 +100,9 @@ client)
     fi
     ;;
 wire)
+    # Warm-up: the first echo waits for ARP and for the vif's NIC pool, which the guest may
+    # start pinging before it exists; up to three tries, then the measured five.
+    for i in 1 2 3; do ping -c 1 -W 10 $peer > /dev/null 2>&1 && break; done
     pings
     t0=$(ms)
     if wget -q -O /tmp/f http://$server/f; then
@@ -223,13 +227,20 @@ on_crash = "destroy"
 /// is Connected (InitWait came within libxl's 10 s, else `xl create` had failed). Returns the
 /// guest's id, the backend path and the time from `xl create` to Connected.
 pub fn start_guest(bed: &mut XenBed, test: &str, dd: u32, name: &str) -> (u32, String, Duration) {
-    let guest = bed
-        .xl_create(
-            &format!("/nc2dd/{name}.cfg"),
-            name,
-            Duration::from_secs(180),
-        )
-        .unwrap_or_else(|e| fail(test, e));
+    let cfg = format!("/nc2dd/{name}.cfg");
+    let guest = match bed.xl_create(&cfg, name, Duration::from_secs(180)) {
+        // dom0's libxenguest now and then fails to unpack the guest's XZ kernel ("Invalid
+        // kernel"; the same file boots on the next try): a toolstack flake, retried once.
+        Err(BedError::CommandFailed { output, .. }) if output.contains("Invalid kernel") => {
+            report(
+                test,
+                &format!("xl create {name}: dom0 failed to unpack the kernel, retrying once"),
+            );
+            bed.xl_create(&cfg, name, Duration::from_secs(180))
+        }
+        other => other,
+    }
+    .unwrap_or_else(|e| fail(test, e));
     let backend = format!("/local/domain/{dd}/backend/vif/{}/0", guest.domid);
     let connected = bed
         .wait_for(&format!("{backend}/state = 4"), Duration::from_secs(180))

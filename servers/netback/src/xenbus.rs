@@ -95,7 +95,14 @@ struct Vif {
     connected: bool,
     /// When a closed, offline directory the toolstack left is removed by netback.
     remove_at: Option<u64>,
+    /// When to read the frontend's state again after a read failed for a reason that may
+    /// pass (xenstored refuses a read until the toolstack has given us the frontend's
+    /// directory: `EACCES` right after the vif appears).
+    retry_at: Option<u64>,
 }
+
+/// How long after a failed frontend read netback reads again.
+const RETRY_NS: u64 = 100_000_000;
 
 /// How long a closed, offline vif directory stays for the toolstack to read Closed (libxl
 /// watches for it, then waits at most 10 s for the directory to go).
@@ -196,15 +203,20 @@ impl Xenbus {
         let removal_due = self
             .vifs
             .values()
-            .any(|v| v.remove_at.is_some_and(|t| t <= now));
+            .any(|v| v.remove_at.is_some_and(|t| t <= now) || v.retry_at.is_some_and(|t| t <= now));
         if any || removal_due {
             self.rescan(hv, actions);
         }
     }
 
-    /// The earliest time a closed vif's directory is due for removal, if any.
+    /// The earliest time a closed vif's directory is due for removal, or a failed frontend
+    /// read is due again, if any.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.vifs.values().filter_map(|v| v.remove_at).min()
+        self.vifs
+            .values()
+            .flat_map(|v| [v.remove_at, v.retry_at])
+            .flatten()
+            .min()
     }
 
     fn rescan<H: Hypervisor>(&mut self, hv: &mut H, actions: &mut Vec<Action>) {
@@ -292,6 +304,7 @@ impl Xenbus {
             state: XenbusState::Initialising,
             connected: false,
             remove_at: None,
+            retry_at: None,
         };
         if fe_id != Some(u32::from(key.0)) {
             log::warn!(
@@ -334,10 +347,16 @@ impl Xenbus {
             Ok(v) => parse_u32(&v).and_then(|v| XenbusState::from_u64(v.into())),
             Err(HvError::Xs(XsError::Xs(XsErrno::ENOENT))) => None,
             Err(e) => {
-                log::error!("cannot read {}/state: {e}", vif.frontend);
+                log::warn!(
+                    "cannot read {}/state: {e}; reading it again shortly",
+                    vif.frontend
+                );
+                vif.retry_at = Some(hv.now_ns().saturating_add(RETRY_NS));
+                self.vifs.insert(key, vif);
                 return;
             }
         };
+        vif.retry_at = None;
         use XenbusState::*;
         match (vif.state, fe) {
             (InitWait, Some(Initialised | Connected)) => match self.read_frontend(hv, &vif) {

@@ -806,9 +806,10 @@ fn nc2_guest_pings_and_sends_a_file_to_linux() {
     );
     // Both run at once: the netif one (what Linux netfront speaks) and the auto one, which
     // must pick netchannel2 when netback offers it.
+    let at = bed.cursor();
     let g_netif = create(&mut bed, TEST, APP_NETIF);
     let g_nc2 = create(&mut bed, TEST, APP);
-    let at = bed.cursor();
+    bed.rewind(at);
     let nc2 = follow_app(&mut bed, TEST, &g_nc2, "nc2-guest", true);
     bed.rewind(at);
     let netif = follow_app(&mut bed, TEST, &g_netif, "nc2-guest (netif)", false);

@@ -51,6 +51,11 @@ pub fn guest_log(name: &str) -> String {
 ///   `http://<nc2dd.server>/f` and prints `NC2DD_GUEST_GOT <sum>`, `NC2DD_GUEST_FETCH_MS <ms>`
 ///   and `NC2DD_GUEST_FETCH_OK`; then fetches it again every ten seconds, printing
 ///   `NC2DD_GUEST_AGAIN <sum>` after each success.
+/// - `sink`: `NC2DD_GUEST_LISTENING`, then `nc -l` on port 5000 into a file until the sender
+///   closes, `NC2DD_GUEST_GOT <sum>` and `NC2DD_GUEST_RECEIVED <bytes>`; then five pings of
+///   `nc2dd.peer` (`NC2DD_GUEST_PEER_PING_OK <answered>` when any is answered); then the same on
+///   port 5001: `NC2DD_GUEST_NETIF_GOT <sum>`, `NC2DD_GUEST_NETIF_RECEIVED <bytes>`. (The
+///   bed's busybox `nc` has no UDP mode.)
 pub fn guest_init() -> String {
     r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /www
@@ -121,6 +126,19 @@ wire)
         fi
     done
     ;;
+sink)
+    echo NC2DD_GUEST_LISTENING
+    nc -l -p 5000 > /tmp/f
+    echo "NC2DD_GUEST_GOT $(sha256sum /tmp/f | cut -d' ' -f1)"
+    echo "NC2DD_GUEST_RECEIVED $(wc -c < /tmp/f)"
+    ping -c 5 -w 60 $peer > /tmp/p 2>&1
+    cat /tmp/p
+    n=$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' /tmp/p)
+    if [ "${n:-0}" -gt 0 ]; then echo "NC2DD_GUEST_PEER_PING_OK $n"; else echo NC2DD_GUEST_PEER_PING_LOST; fi
+    nc -l -p 5001 > /tmp/g
+    echo "NC2DD_GUEST_NETIF_GOT $(sha256sum /tmp/g | cut -d' ' -f1)"
+    echo "NC2DD_GUEST_NETIF_RECEIVED $(wc -c < /tmp/g)"
+    ;;
 esac
 while true; do sleep 1000; done
 "#
@@ -181,6 +199,26 @@ pub fn guest_initramfs(bed_initramfs: &Path) -> Vec<u8> {
         CpioEntry::file("init", init.as_bytes()),
         CpioEntry::file("xen-netfront.ko", &netfront),
     ])
+}
+
+/// The igb the HVM beds pass through to nc2dd.
+pub const BED_NIC: &str = "0000:00:04.0";
+
+/// nc2dd as the HVM driver domain owning the bed's igb: the deployable bundle's own xl config
+/// (`image::bundle`), with the kernel under /nc2dd and a crash or reboot ending the domain, so
+/// a test sees it instead of a restarted nc2dd.
+pub fn hvm_driver_domain_cfg() -> String {
+    let d = image::bundle::Deployment {
+        pci: vec![BED_NIC.into()],
+        install_dir: "/nc2dd".into(),
+        ..image::bundle::Deployment::default()
+    };
+    let pci = d
+        .check(0)
+        .unwrap_or_else(|e| panic!("the bed's deployment: {e}"));
+    d.driver_domain_cfg(&pci)
+        .replace("on_reboot = \"restart\"", "on_reboot = \"destroy\"")
+        .replace("on_crash = \"restart\"", "on_crash = \"destroy\"")
 }
 
 /// nc2dd's kernel as a guest (`guests/nc2-guest`), built once per test process into

@@ -28,23 +28,6 @@ use nc2dd_tests::xenbed::{self, BedConfig, Flavour, Netdev, XenBed};
 
 const TEST: &str = "xen_e2e_guests_reach_the_wire";
 
-/// nc2dd as in xen_passthrough: the standalone image as HVM firmware, owning the outer igb.
-const XL_CFG: &str = r#"name = "nc2dd"
-type = "hvm"
-# firmware_override takes no ramdisk: the standalone kernel carries its boot module.
-firmware_override = "/nc2dd/nc2dd.elf"
-memory = 64
-vcpus = 2
-pci = [ "0000:00:04.0" ]
-driver_domain = 1
-vnc = 0
-sdl = 0
-serial = "none"
-on_poweroff = "destroy"
-on_reboot = "destroy"
-on_crash = "destroy"
-"#;
-
 /// QEMU's user-mode network: its gateway, and the address forwarded to the file.
 const GATEWAY: &str = "10.0.2.2";
 const SERVER: &str = "10.0.2.100";
@@ -259,7 +242,10 @@ fn linux_guests_reach_a_peer_beyond_the_passed_through_nic() {
     let read = |p: &Path| fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
     let mut files = vec![
         ("nc2dd.elf".to_string(), read(&art.standalone)),
-        ("nc2dd-hvm.cfg".to_string(), XL_CFG.as_bytes().to_vec()),
+        (
+            "nc2dd-hvm.cfg".to_string(),
+            guests::hvm_driver_domain_cfg().into_bytes(),
+        ),
         ("vmlinuz".to_string(), read(&bed_files.vmlinuz)),
         (
             "guest-initrd.cpio".to_string(),

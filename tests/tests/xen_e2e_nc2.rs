@@ -24,21 +24,6 @@ use nc2dd_tests::xenbed::{self, BedConfig, Flavour, Netdev, XenBed};
 
 const TEST: &str = "xen_e2e_nc2_zero_copy";
 
-const XL_CFG: &str = r#"name = "nc2dd"
-type = "hvm"
-firmware_override = "/nc2dd/nc2dd.elf"
-memory = 64
-vcpus = 2
-pci = [ "0000:00:04.0" ]
-driver_domain = 1
-vnc = 0
-sdl = 0
-serial = "none"
-on_poweroff = "destroy"
-on_reboot = "destroy"
-on_crash = "destroy"
-"#;
-
 const GATEWAY: &str = "10.0.2.2";
 const HTTP: &str = "10.0.2.100";
 const SINK: &str = "10.0.2.101";
@@ -133,7 +118,10 @@ fn a_netchannel2_guest_receives_from_the_passed_through_nic_with_no_copy() {
     let linux_args = format!("nc2dd.role=wire nc2dd.peer={GATEWAY} nc2dd.server={HTTP}");
     let files = vec![
         ("nc2dd.elf".to_string(), read(&art.standalone)),
-        ("nc2dd-hvm.cfg".to_string(), XL_CFG.as_bytes().to_vec()),
+        (
+            "nc2dd-hvm.cfg".to_string(),
+            guests::hvm_driver_domain_cfg().into_bytes(),
+        ),
         ("nc2-guest.elf".to_string(), read(&g.kernel)),
         ("nc2-guest-modules.bin".to_string(), read(&g.module)),
         (

@@ -21,18 +21,16 @@
 //!   same time over the netif transport (ping, then a 512 KiB file to port 5001, which Linux
 //!   listens on after the first file: the guest retries its refused connection meanwhile).
 //!
-//! The nc2-guest image is built here from `guests/nc2-guest/system.toml` into
-//! `target/nc2-guest/`. Stage wall times go to `target/xenbed-logs/<test>.times`.
+//! The nc2-guest image is built from `guests/nc2-guest/system.toml` into `target/nc2-guest/`
+//! (`nc2dd_tests::guests`, which also holds the Linux guests' init and configs). Stage wall
+//! times go to `target/xenbed-logs/<test>.times`.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use image::assemble::{self, Artefacts, Options};
-use nc2dd_tests::xenbed::{self, BedConfig, BedError, CpioEntry, Flavour, XenBed};
+use nc2dd_tests::guests::{self, fail, guest_log, nc2_guest_cfg, report};
+use nc2dd_tests::xenbed::{self, BedConfig, BedError, Flavour, XenBed};
 
 const NC2DD_IP: &str = "192.0.2.2";
 
@@ -46,19 +44,6 @@ const FAIL_MARKERS: &[&str] = &[
     "NC2_GUEST_SEND_FAILED",
     "NC2_GUEST_PING_LOST",
 ];
-
-fn guest_image() -> &'static Artefacts {
-    static BUILT: OnceLock<Artefacts> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let root = assemble::workspace_root();
-        let opts = Options {
-            out_dir: root.join("target").join("nc2-guest"),
-            system: root.join("guests").join("nc2-guest").join("system.toml"),
-            ..Options::default()
-        };
-        assemble::build(&opts).unwrap_or_else(|e| panic!("nc2-guest image build failed: {e}"))
-    })
-}
 
 fn nc2dd_cfg() -> String {
     format!(
@@ -76,169 +61,6 @@ on_crash = "destroy"
     )
 }
 
-/// A stock Linux PV guest (see [`guest_init`] for its roles).
-fn linux_cfg(name: &str, mac: &str, ip: &str, args: &str) -> String {
-    format!(
-        r#"name = "{name}"
-type = "pv"
-kernel = "/nc2dd/vmlinuz"
-ramdisk = "/nc2dd/guest-initrd.cpio"
-extra = "console=hvc0 nc2dd.ip={ip} {args}"
-memory = 256
-vcpus = 1
-vif = [ "backend=nc2dd,mac={mac},ip={ip}" ]
-on_poweroff = "destroy"
-on_reboot = "destroy"
-on_crash = "destroy"
-"#
-    )
-}
-
-/// An nc2-guest: nc2dd's kernel with the nc2-guest task; `args` are task arguments
-/// (`key=value`, space separated).
-fn nc2_guest_cfg(name: &str, mac: &str, args: &str) -> String {
-    let cmdline: Vec<String> = args
-        .split_whitespace()
-        .map(|a| format!("nc2dd.nc2-guest.{a}"))
-        .collect();
-    format!(
-        r#"name = "{name}"
-type = "pvh"
-kernel = "/nc2dd/nc2-guest.elf"
-ramdisk = "/nc2dd/nc2-guest-modules.bin"
-cmdline = "{}"
-memory = 48
-vcpus = 1
-vif = [ "backend=nc2dd,mac={mac}" ]
-on_poweroff = "destroy"
-on_reboot = "destroy"
-on_crash = "destroy"
-"#,
-        cmdline.join(" ")
-    )
-}
-
-fn guest_log(name: &str) -> String {
-    format!("/var/log/xen/console/guest-{name}.log")
-}
-
-/// The Linux guests' init: netfront and the address from `nc2dd.ip`, then by `nc2dd.role`:
-/// - `server`: a 2 MiB random file, `NC2DD_GUEST_SHA <sum>`, busybox httpd, `NC2DD_GUEST_SERVING`;
-/// - `client`: fetches `http://<nc2dd.peer>/f`, `NC2DD_GUEST_GOT <sum>`, `NC2DD_GUEST_FETCH_OK`;
-/// - `sink`: `NC2DD_GUEST_LISTENING`, then `nc -l` on port 5000 into a file until the sender
-///   closes,
-///   `NC2DD_GUEST_GOT <sum>` and `NC2DD_GUEST_RECEIVED <bytes>`; then it pings `nc2dd.peer`
-///   five times (`NC2DD_GUEST_PEER_PING_OK <answered>` when any is answered); then the
-///   same on port 5001: `NC2DD_GUEST_NETIF_GOT <sum>`, `NC2DD_GUEST_NETIF_RECEIVED <bytes>` (its
-///   sender retries while refused). (The bed's busybox `nc` has no UDP mode, so the
-///   nc2-guest's UDP echo is tested on the host only.)
-fn guest_init() -> String {
-    r#"#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /tmp /www
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t sysfs sys /sys
-/bin/busybox mount -t devtmpfs dev /dev
-/bin/busybox --install -s /bin
-for w in $(cat /proc/cmdline); do
-    case "$w" in
-        nc2dd.role=*) role=${w#nc2dd.role=} ;;
-        nc2dd.ip=*) myip=${w#nc2dd.ip=} ;;
-        nc2dd.peer=*) peer=${w#nc2dd.peer=} ;;
-    esac
-done
-echo NC2DD_GUEST_UP
-insmod /xen-netfront.ko || echo NC2DD_GUEST_INSMOD_FAILED
-i=0
-while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
-ip link set eth0 up
-ip addr add $myip/24 dev eth0
-case "$role" in
-server)
-    dd if=/dev/urandom of=/www/f bs=1024 count=2048 2>/dev/null
-    echo "NC2DD_GUEST_SHA $(sha256sum /www/f | cut -d' ' -f1)"
-    httpd -p 80 -h /www
-    echo NC2DD_GUEST_SERVING
-    ;;
-client)
-    ping -c 3 -W 5 $peer
-    if wget -q -O /tmp/f http://$peer/f; then
-        echo "NC2DD_GUEST_GOT $(sha256sum /tmp/f | cut -d' ' -f1)"
-        echo NC2DD_GUEST_FETCH_OK
-    else
-        echo NC2DD_GUEST_FETCH_FAILED
-    fi
-    ;;
-sink)
-    echo NC2DD_GUEST_LISTENING
-    nc -l -p 5000 > /tmp/f
-    echo "NC2DD_GUEST_GOT $(sha256sum /tmp/f | cut -d' ' -f1)"
-    echo "NC2DD_GUEST_RECEIVED $(wc -c < /tmp/f)"
-    ping -c 5 -w 60 $peer > /tmp/p 2>&1
-    cat /tmp/p
-    n=$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' /tmp/p)
-    if [ "${n:-0}" -gt 0 ]; then echo "NC2DD_GUEST_PEER_PING_OK $n"; else echo NC2DD_GUEST_PEER_PING_LOST; fi
-    nc -l -p 5001 > /tmp/g
-    echo "NC2DD_GUEST_NETIF_GOT $(sha256sum /tmp/g | cut -d' ' -f1)"
-    echo "NC2DD_GUEST_NETIF_RECEIVED $(wc -c < /tmp/g)"
-    ;;
-esac
-while true; do sleep 1000; done
-"#
-    .to_string()
-}
-
-fn report(test: &str, line: &str) {
-    let _ = writeln!(std::io::stderr(), "[{test}] {line}");
-    let path = xenbed::log_dir().join(format!("{test}.times"));
-    if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
-        let _ = writeln!(f, "{line}");
-    }
-}
-
-fn fail(test: &str, e: BedError) -> ! {
-    panic!(
-        "{e}\nserial log: {}",
-        xenbed::log_dir().join(format!("{test}.log")).display()
-    )
-}
-
-fn from_initramfs(initramfs: &Path, glob: &str) -> Vec<u8> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "gzip -dc '{}' | cpio -i --quiet --to-stdout '{glob}'",
-            initramfs.display()
-        ))
-        .output()
-        .unwrap_or_else(|e| panic!("running gzip | cpio: {e}"));
-    assert!(
-        out.status.success() && !out.stdout.is_empty(),
-        "{glob} is not in {}: {}",
-        initramfs.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn linux_initramfs(bed_initramfs: &Path) -> Vec<u8> {
-    let busybox = from_initramfs(bed_initramfs, "bin/busybox");
-    let netfront = from_initramfs(
-        bed_initramfs,
-        "lib/modules/*/kernel/drivers/net/xen-netfront.ko",
-    );
-    let init = guest_init();
-    xenbed::cpio_newc(&[
-        CpioEntry::dir("bin"),
-        CpioEntry::dir("dev"),
-        CpioEntry::dir("proc"),
-        CpioEntry::dir("sys"),
-        CpioEntry::dir("tmp"),
-        CpioEntry::file("bin/busybox", &busybox),
-        CpioEntry::file("init", init.as_bytes()),
-        CpioEntry::file("xen-netfront.ko", &netfront),
-    ])
-}
-
 /// Boots the bed with nc2dd, the nc2-guest image, the Linux guest files and `cfgs`, starts
 /// nc2dd and waits until netback serves. Returns the bed and nc2dd's domain id.
 fn start_nc2dd(test: &str, cfgs: &[(&str, String)]) -> (XenBed, u32) {
@@ -249,7 +71,7 @@ fn start_nc2dd(test: &str, cfgs: &[(&str, String)]) -> (XenBed, u32) {
     }
     let bed_files = xenbed::build_bed(Flavour::Pvh).unwrap_or_else(|e| panic!("{e}"));
     let art = nc2dd_tests::qemu::artefacts();
-    let guest = guest_image();
+    let guest = guests::nc2_guest_image();
     let read = |p: &Path| fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
     let mut files = vec![
         ("nc2dd.elf".to_string(), read(&art.kernel)),
@@ -260,7 +82,7 @@ fn start_nc2dd(test: &str, cfgs: &[(&str, String)]) -> (XenBed, u32) {
         ("vmlinuz".to_string(), read(&bed_files.vmlinuz)),
         (
             "guest-initrd.cpio".to_string(),
-            linux_initramfs(&bed_files.initramfs),
+            guests::guest_initramfs(&bed_files.initramfs),
         ),
     ];
     for (name, cfg) in cfgs {
@@ -544,11 +366,11 @@ fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
         &[
             (
                 SERVER,
-                linux_cfg(SERVER, "00:16:3e:00:00:03", SERVER_IP, "nc2dd.role=server"),
+                guests::guest_cfg(SERVER, "00:16:3e:00:00:03", SERVER_IP, "nc2dd.role=server"),
             ),
             (
                 CLIENT,
-                linux_cfg(
+                guests::guest_cfg(
                     CLIENT,
                     "00:16:3e:00:00:04",
                     CLIENT_IP,
@@ -770,7 +592,7 @@ fn nc2_guest_pings_and_sends_a_file_to_linux() {
         &[
             (
                 SINK,
-                linux_cfg(
+                guests::guest_cfg(
                     SINK,
                     "00:16:3e:00:00:03",
                     SINK_IP,

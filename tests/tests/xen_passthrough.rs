@@ -10,27 +10,12 @@ use std::time::Duration;
 
 use std::time::Instant;
 
+use nc2dd_tests::guests;
 use nc2dd_tests::netpeer::{self, Echo, NetPeer};
 use nc2dd_tests::qemu;
 use nc2dd_tests::xenbed::{self, BedConfig, Flavour, Netdev, XenBed};
 
 const TEST: &str = "nc2dd_hvm_passthrough";
-
-const XL_CFG: &str = r#"name = "nc2dd"
-type = "hvm"
-# firmware_override takes no ramdisk: the standalone kernel carries its boot module.
-firmware_override = "/nc2dd/nc2dd.elf"
-memory = 64
-vcpus = 2
-pci = [ "0000:00:04.0" ]
-driver_domain = 1
-vnc = 0
-sdl = 0
-serial = "none"
-on_poweroff = "destroy"
-on_reboot = "destroy"
-on_crash = "destroy"
-"#;
 
 fn report(line: &str) {
     report_as(TEST, line)
@@ -58,7 +43,10 @@ fn nc2dd_drives_a_passed_through_nic_as_an_hvm_driver_domain() {
             "nc2dd.elf".into(),
             fs::read(&a.standalone).expect("standalone kernel ELF"),
         ),
-        ("nc2dd-hvm.cfg".into(), XL_CFG.as_bytes().to_vec()),
+        (
+            "nc2dd-hvm.cfg".into(),
+            guests::hvm_driver_domain_cfg().into_bytes(),
+        ),
     ];
     let mut bed = XenBed::boot(cfg).unwrap_or_else(|e| panic!("{e}"));
     for m in ["NC2DD_FAIL", "NC2DD_PANIC", "NC2DD_FAULT", "Triple fault"] {
@@ -137,7 +125,10 @@ fn nc2dd_answers_arp_and_ping_through_a_passed_through_nic() {
             "nc2dd.elf".into(),
             fs::read(&a.standalone).expect("standalone kernel ELF"),
         ),
-        ("nc2dd-hvm.cfg".into(), XL_CFG.as_bytes().to_vec()),
+        (
+            "nc2dd-hvm.cfg".into(),
+            guests::hvm_driver_domain_cfg().into_bytes(),
+        ),
     ];
     let mut bed = XenBed::boot(cfg).unwrap_or_else(|e| panic!("{e}"));
     for m in ["NC2DD_FAIL", "NC2DD_PANIC", "NC2DD_FAULT", "Triple fault"] {

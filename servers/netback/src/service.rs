@@ -331,13 +331,21 @@ impl<H: Hypervisor> Netback<H> {
         }
     }
 
-    /// The MACs that need a NIC pool: the responder's and each connected vif's.
+    /// The MACs that need a NIC pool: the responder's and each connected vif's. A netchannel2
+    /// vif waits until its first posted buffer is mapped: only then is it known whether its
+    /// pool receives into the guest's pages, and a pool asked for too early would be released
+    /// and asked for again, losing the frames that arrive meanwhile.
     pub fn port_macs(&self) -> Vec<Mac> {
         let mut v = alloc::vec![self.cfg.mac];
         v.extend(
             self.ids
-                .keys()
-                .filter_map(|k| self.macs.get(k).copied().flatten()),
+                .iter()
+                .filter(|(_, id)| {
+                    self.vifs
+                        .get(id)
+                        .is_none_or(|(_, vif)| vif.nc2.as_ref().is_none_or(Nc2Vif::nic_kind_known))
+                })
+                .filter_map(|(k, _)| self.macs.get(k).copied().flatten()),
         );
         v
     }

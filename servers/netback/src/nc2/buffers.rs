@@ -80,6 +80,11 @@ impl BufferTable {
         self.reachable == Some(true)
     }
 
+    /// Whether a posted page was mapped yet, so [`Buffers::device_reachable`] is known.
+    pub fn reachability_known(&self) -> bool {
+        self.reachable.is_some()
+    }
+
     /// Takes posted buffers (ids already validated by libnc2): maps what is not mapped yet in
     /// one call, after unmapping replaced mappings in one call.
     pub fn post<H: Hypervisor>(

@@ -819,6 +819,13 @@ impl Nc2Vif {
         self.bufs.device_reachable() && !self.nic_refused
     }
 
+    /// Whether netback knows which kind of NIC pool the vif needs: a guest pool when its
+    /// posted pages are reachable by the NIC, else an ordinary one. Unknown until its first
+    /// posted buffer is mapped.
+    pub fn nic_kind_known(&self) -> bool {
+        self.bufs.reachability_known() || self.nic_refused
+    }
+
     /// The NIC refused a buffer: from now on frames from the NIC are copied (through
     /// netback's own buffers) like any other.
     pub fn nic_refuse(&mut self) {

@@ -201,6 +201,15 @@ pub fn guest_initramfs(bed_initramfs: &Path) -> Vec<u8> {
     ])
 }
 
+/// Waits for `needle` on the bed's console and returns its whole line (the console streams:
+/// the line may still be arriving when the needle matches).
+pub fn wait_line(bed: &mut XenBed, test: &str, needle: &str, timeout: Duration) -> xenbed::Match {
+    bed.wait_for(needle, timeout)
+        .unwrap_or_else(|e| fail(test, e));
+    bed.wait_for("\n", Duration::from_secs(60))
+        .unwrap_or_else(|e| fail(test, e))
+}
+
 /// The igb the HVM beds pass through to nc2dd.
 pub const BED_NIC: &str = "0000:00:04.0";
 

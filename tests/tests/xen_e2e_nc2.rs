@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use nc2dd_tests::guests::{
     self, fail, guest_verdict, nc2_guest_cfg, nc2_guest_image, read_key, report, start_guest,
-    sums_after,
+    sums_after, wait_line,
 };
 use nc2dd_tests::qemu;
 use nc2dd_tests::xenbed::{self, BedConfig, Flavour, Netdev, XenBed};
@@ -192,29 +192,31 @@ fn a_netchannel2_guest_receives_from_the_passed_through_nic_with_no_copy() {
     let before = bed.cursor();
     let (_, nc2_backend, _) = start_guest(&mut bed, TEST, dd.domid, NC2_NAME);
     bed.rewind(before);
-    let connected = bed
-        .wait_for("NC2_GUEST_CONNECTED", Duration::from_secs(180))
-        .unwrap_or_else(|e| fail(TEST, e));
+    let connected = wait_line(
+        &mut bed,
+        TEST,
+        "NC2_GUEST_CONNECTED",
+        Duration::from_secs(180),
+    );
     assert!(
         connected.line.contains("over nc2"),
         "the nc2-guest did not connect over netchannel2: {}",
         connected.line
     );
     let t = Instant::now();
-    let ping = bed
-        .wait_for("NC2_GUEST_PING_OK 5/5", Duration::from_secs(180))
-        .unwrap_or_else(|e| fail(TEST, e));
+    let ping = wait_line(
+        &mut bed,
+        TEST,
+        "NC2_GUEST_PING_OK 5/5",
+        Duration::from_secs(180),
+    );
     report(TEST, &format!("{NC2_NAME}: {}", ping.line.trim()));
-    let sha = bed
-        .wait_for("NC2_GUEST_SHA ", Duration::from_secs(120))
-        .unwrap_or_else(|e| fail(TEST, e));
+    let sha = wait_line(&mut bed, TEST, "NC2_GUEST_SHA ", Duration::from_secs(120));
     let sent_sha = sums_after(&sha.line, "NC2_GUEST_SHA ")
         .into_iter()
         .next()
         .unwrap_or_else(|| panic!("no checksum in {:?}", sha.line));
-    let sent = bed
-        .wait_for("NC2_GUEST_SENT", Duration::from_secs(300))
-        .unwrap_or_else(|e| fail(TEST, e));
+    let sent = wait_line(&mut bed, TEST, "NC2_GUEST_SENT", Duration::from_secs(300));
     report(
         TEST,
         &format!(

@@ -29,7 +29,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nc2dd_tests::guests::{self, fail, guest_log, nc2_guest_cfg, report};
+use nc2dd_tests::guests::{self, fail, guest_log, nc2_guest_cfg, report, wait_line};
 use nc2dd_tests::xenbed::{self, BedConfig, BedError, Flavour, XenBed};
 
 const NC2DD_IP: &str = "192.0.2.2";
@@ -243,18 +243,6 @@ fn stat(stats: &str, word: &str) -> u64 {
         .and_then(|(_, r)| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no {word} count in {stats:?}"))
-}
-
-/// Follows a hostile nc2-guest that connects (over `transport`), gets its good frames answered,
-/// corrupts its ring and must be refused: netback's line says why and disconnects it, and the
-/// vif's backend state ends Closing or Closed.
-/// Waits for `needle`, then for the end of its line, and returns the whole line (a match
-/// returns the line only as far as it had arrived).
-fn wait_line(bed: &mut XenBed, test: &str, needle: &str, timeout: Duration) -> xenbed::Match {
-    bed.wait_for(needle, timeout)
-        .unwrap_or_else(|e| fail(test, e));
-    bed.wait_for("\n", Duration::from_secs(60))
-        .unwrap_or_else(|e| fail(test, e))
 }
 
 fn hostile_ring_guest(bed: &mut XenBed, test: &str, dd: u32, g: &xenbed::Domain, transport: &str) {

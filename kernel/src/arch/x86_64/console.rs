@@ -1,8 +1,9 @@
 //! The kernel console: COM1 (16550 UART) and, under Xen or QEMU's debugcon, port 0xE9.
 //!
 //! Owns: the two output ports and the `log` backend. Output is best effort and never blocks
-//! forever: where there is no UART (a PVH domU has none) the line-status register reads as all
-//! ones, and the wait for the transmitter is bounded anyway.
+//! forever: the wait for the transmitter is bounded. Where there is no UART (a PVH domU or a
+//! driver domain without an emulated serial port) COM1 is left alone after the probe: every
+//! access there would be a trip to the hypervisor for nothing.
 
 use core::fmt::{self, Write};
 use spin::Mutex;
@@ -12,10 +13,15 @@ const COM1: u16 = 0x3f8;
 const DEBUGCON: u16 = 0xe9;
 
 struct Console {
+    uart: bool,
     debugcon: bool,
 }
 
-static CONSOLE: Mutex<Console> = Mutex::new(Console { debugcon: false });
+// Until `init` probes, COM1 is assumed present: a panic before then should still reach it.
+static CONSOLE: Mutex<Console> = Mutex::new(Console {
+    uart: true,
+    debugcon: false,
+});
 
 fn outb(port: u16, v: u8) {
     // SAFETY: writes to the UART and debug-console ports have no memory effects.
@@ -29,12 +35,14 @@ fn inb(port: u16) -> u8 {
 
 impl Console {
     fn put(&mut self, b: u8) {
-        for _ in 0..100_000 {
-            if inb(COM1 + 5) & 0x20 != 0 {
-                break;
+        if self.uart {
+            for _ in 0..100_000 {
+                if inb(COM1 + 5) & 0x20 != 0 {
+                    break;
+                }
             }
+            outb(COM1, b);
         }
-        outb(COM1, b);
         if self.debugcon {
             outb(DEBUGCON, b);
         }
@@ -53,18 +61,25 @@ impl Write for Console {
     }
 }
 
-/// Programs COM1 for 115200 8N1 and decides whether to mirror output to port 0xE9.
+/// Programs COM1 for 115200 8N1 if there is one and decides whether to mirror output to port
+/// 0xE9.
 pub fn init(xen: bool) {
-    for (off, v) in [
-        (1, 0x00),
-        (3, 0x80),
-        (0, 0x01),
-        (1, 0x00),
-        (3, 0x03),
-        (2, 0xc7),
-        (4, 0x0b),
-    ] {
-        outb(COM1 + off, v);
+    // A 16550 keeps what is written to its scratch register; without a UART reads float high.
+    outb(COM1 + 7, 0x5a);
+    let uart = inb(COM1 + 7) == 0x5a;
+    CONSOLE.lock().uart = uart;
+    if uart {
+        for (off, v) in [
+            (1, 0x00),
+            (3, 0x80),
+            (0, 0x01),
+            (1, 0x00),
+            (3, 0x03),
+            (2, 0xc7),
+            (4, 0x0b),
+        ] {
+            outb(COM1 + off, v);
+        }
     }
     // Xen shows guest writes to 0xE9 on its console; QEMU's debugcon answers reads with 0xE9.
     CONSOLE.lock().debugcon = xen || inb(DEBUGCON) == 0xe9;

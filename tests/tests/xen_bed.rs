@@ -214,75 +214,79 @@ fn create_and_pass(bed: &mut XenBed, test: &str, name: &str, cfg_path: &str) {
 
 #[test]
 fn nc2dd_runs_as_pvh_domu_in_nested_xen() {
-    const TEST: &str = "nc2dd_pvh_domu";
-    let mut files = vec![("nc2dd.elf".to_string(), load_elf())];
-    let mut xl_cfg = XL_PVH_CFG.to_string();
-    if let Some(module) = load_module() {
-        report(TEST, &format!("boot module: {} bytes", module.len()));
-        files.push(("nc2dd-modules.bin".to_string(), module));
-        xl_cfg.push_str("ramdisk = \"/nc2dd/nc2dd-modules.bin\"\n");
-    }
-    files.push(("nc2dd-pvh.cfg".to_string(), xl_cfg.into_bytes()));
-    let mut bed = boot(TEST, Flavour::Pvh, files);
-    create_and_pass(&mut bed, TEST, "nc2dd", "/nc2dd/nc2dd-pvh.cfg");
+    xenbed::retry_on_triple_fault("nc2dd_runs_as_pvh_domu_in_nested_xen", || {
+        const TEST: &str = "nc2dd_pvh_domu";
+        let mut files = vec![("nc2dd.elf".to_string(), load_elf())];
+        let mut xl_cfg = XL_PVH_CFG.to_string();
+        if let Some(module) = load_module() {
+            report(TEST, &format!("boot module: {} bytes", module.len()));
+            files.push(("nc2dd-modules.bin".to_string(), module));
+            xl_cfg.push_str("ramdisk = \"/nc2dd/nc2dd-modules.bin\"\n");
+        }
+        files.push(("nc2dd-pvh.cfg".to_string(), xl_cfg.into_bytes()));
+        let mut bed = boot(TEST, Flavour::Pvh, files);
+        create_and_pass(&mut bed, TEST, "nc2dd", "/nc2dd/nc2dd-pvh.cfg");
+    });
 }
 
 #[test]
 fn hvm_guest_gets_the_passed_through_igb() {
-    // The bed for the NIC-owning driver domain: dom0 with the device model, the outer igb handed to
-    // an HVM guest through the emulated VT-d. Stock firmware (hvmloader + SeaBIOS) proves it without
-    // depending on nc2dd's own HVM entry.
-    const TEST: &str = "hvm_guest_igb_passthrough";
-    let mut bed = boot(
-        TEST,
-        Flavour::Hvm,
-        vec![(
-            "hvm-passthrough.cfg".to_string(),
-            XL_HVM_PASSTHROUGH_CFG.as_bytes().to_vec(),
-        )],
-    );
-    // dom0 has no igb driver, so nothing is unbound: pciback just takes the device.
-    let assignable = bed
-        .run(
-            "xl pci-assignable-add 0000:00:04.0 && xl pci-assignable-list",
-            Duration::from_secs(60),
-        )
-        .unwrap_or_else(|e| fail(TEST, e));
-    assert!(
-        assignable.contains("0000:00:04.0"),
-        "the igb is not assignable:\n{assignable}"
-    );
-    let dom = bed
-        .xl_create(
-            "/nc2dd/hvm-passthrough.cfg",
-            "hvm-passthrough",
-            Duration::from_secs(120),
-        )
-        .unwrap_or_else(|e| fail(TEST, e));
-    let t_create = dom.started;
-    // hvmloader lists the guest's PCI devices with their BARs: the igb sits at guest 04.0.
-    let igb = bed
-        .wait_for(
-            &format!("{}pci dev 04:0", dom.console_prefix),
-            Duration::from_secs(120),
-        )
-        .unwrap_or_else(|e| fail(TEST, e));
-    let bios = bed
-        .wait_for("SeaBIOS (version", Duration::from_secs(120))
-        .unwrap_or_else(|e| fail(TEST, e));
-    report(
-        TEST,
-        &format!(
-            "xl create to hvmloader's igb line: {:.1} s ({}); to SeaBIOS: {:.1} s",
-            igb.arrived
-                .saturating_duration_since(t_create)
-                .as_secs_f64(),
-            igb.line.trim(),
-            bios.arrived
-                .saturating_duration_since(t_create)
-                .as_secs_f64()
-        ),
-    );
+    xenbed::retry_on_triple_fault("hvm_guest_gets_the_passed_through_igb", || {
+        // The bed for the NIC-owning driver domain: dom0 with the device model, the outer igb handed to
+        // an HVM guest through the emulated VT-d. Stock firmware (hvmloader + SeaBIOS) proves it without
+        // depending on nc2dd's own HVM entry.
+        const TEST: &str = "hvm_guest_igb_passthrough";
+        let mut bed = boot(
+            TEST,
+            Flavour::Hvm,
+            vec![(
+                "hvm-passthrough.cfg".to_string(),
+                XL_HVM_PASSTHROUGH_CFG.as_bytes().to_vec(),
+            )],
+        );
+        // dom0 has no igb driver, so nothing is unbound: pciback just takes the device.
+        let assignable = bed
+            .run(
+                "xl pci-assignable-add 0000:00:04.0 && xl pci-assignable-list",
+                Duration::from_secs(60),
+            )
+            .unwrap_or_else(|e| fail(TEST, e));
+        assert!(
+            assignable.contains("0000:00:04.0"),
+            "the igb is not assignable:\n{assignable}"
+        );
+        let dom = bed
+            .xl_create(
+                "/nc2dd/hvm-passthrough.cfg",
+                "hvm-passthrough",
+                Duration::from_secs(120),
+            )
+            .unwrap_or_else(|e| fail(TEST, e));
+        let t_create = dom.started;
+        // hvmloader lists the guest's PCI devices with their BARs: the igb sits at guest 04.0.
+        let igb = bed
+            .wait_for(
+                &format!("{}pci dev 04:0", dom.console_prefix),
+                Duration::from_secs(120),
+            )
+            .unwrap_or_else(|e| fail(TEST, e));
+        let bios = bed
+            .wait_for("SeaBIOS (version", Duration::from_secs(120))
+            .unwrap_or_else(|e| fail(TEST, e));
+        report(
+            TEST,
+            &format!(
+                "xl create to hvmloader's igb line: {:.1} s ({}); to SeaBIOS: {:.1} s",
+                igb.arrived
+                    .saturating_duration_since(t_create)
+                    .as_secs_f64(),
+                igb.line.trim(),
+                bios.arrived
+                    .saturating_duration_since(t_create)
+                    .as_secs_f64()
+            ),
+        );
+    });
 }
 
 /// Builds the dom0 peer (`tests/xenpeer`) for the host, which the bed's glibc runs, and reads it.
@@ -315,7 +319,12 @@ fn xenstore_number(bed: &mut XenBed, test: &str, path: &str) -> u32 {
 
 #[test]
 fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
-    xen_selftest("nc2dd_xen_selftest", false);
+    xenbed::retry_on_triple_fault(
+        "netback_exchanges_xenstore_grant_and_event_with_dom0",
+        || {
+            xen_selftest("nc2dd_xen_selftest", false);
+        },
+    );
 }
 
 /// The same on 2-level event channels, with netback's generation 0 stopping on purpose while it
@@ -323,7 +332,12 @@ fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
 /// passes the whole test.
 #[test]
 fn a_restarted_netback_gets_its_xen_resources_released() {
-    xen_selftest("nc2dd_xen_selftest_restart", true);
+    xenbed::retry_on_triple_fault(
+        "a_restarted_netback_gets_its_xen_resources_released",
+        || {
+            xen_selftest("nc2dd_xen_selftest_restart", true);
+        },
+    );
 }
 
 fn xen_selftest(test: &'static str, restart: bool) {

@@ -227,172 +227,178 @@ fn diagnose(bed: &mut XenBed) -> String {
 
 #[test]
 fn linux_guests_reach_a_peer_beyond_the_passed_through_nic() {
-    xenbed::check_qemu().unwrap_or_else(|e| panic!("{e}"));
-    let logs = xenbed::log_dir();
-    let _ = fs::create_dir_all(&logs);
-    let _ = fs::remove_file(logs.join(format!("{TEST}.times")));
-    let (resp, sha) = write_file(&logs);
-    let resp = resp.to_string_lossy().into_owned();
-    assert!(
-        !resp.contains(',') && !resp.contains(' '),
-        "the response path {resp:?} cannot go into a -netdev argument"
-    );
-    let art = qemu::artefacts();
-    let bed_files = xenbed::build_bed(Flavour::Hvm).unwrap_or_else(|e| panic!("{e}"));
-    let read = |p: &Path| fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
-    let mut files = vec![
-        ("nc2dd.elf".to_string(), read(&art.standalone)),
-        (
-            "nc2dd-hvm.cfg".to_string(),
-            guests::hvm_driver_domain_cfg().into_bytes(),
-        ),
-        ("vmlinuz".to_string(), read(&bed_files.vmlinuz)),
-        (
-            "guest-initrd.cpio".to_string(),
-            guests::guest_initramfs(&bed_files.initramfs),
-        ),
-    ];
-    for g in [&A, &B] {
-        let args = format!("nc2dd.role=wire nc2dd.peer={GATEWAY} nc2dd.server={SERVER}");
-        files.push((
-            format!("{}.cfg", g.name),
-            guests::guest_cfg(g.name, g.mac, g.ip, &args).into_bytes(),
-        ));
-    }
-    let mut cfg = BedConfig::new(TEST);
-    cfg.flavour = Flavour::Hvm;
-    cfg.netdev = Netdev::Spec(format!(
-        "user,id=n0,restrict=on,guestfwd=tcp:{SERVER}:80-cmd:sh -c \"cat {resp}; exec cat >/dev/null\""
-    ));
-    cfg.dom0_files = files;
-    cfg.overall_timeout = Duration::from_secs(1200);
-    // dom0 runs nc2dd's device model and unpacks two guest kernels while its initramfs (the
-    // HVM flavour's, with the guests' files) lives in RAM: at 512 MiB, xl once failed to
-    // decompress the second guest's kernel.
-    cfg.xen_cmdline_extra = "dom0_mem=1024M".into();
-    let mut bed = XenBed::boot(cfg).unwrap_or_else(|e| fail(TEST, e));
-    for m in FAIL_MARKERS {
-        bed.add_fail_marker(m);
-    }
-    report(
-        TEST,
-        &format!(
-            "Xen + dom0 boot to shell: {:.1} s",
-            bed.boot_time.as_secs_f64()
-        ),
-    );
-    bed.run(
-        "xl pci-assignable-add 0000:00:04.0",
-        Duration::from_secs(60),
-    )
-    .unwrap_or_else(|e| fail(TEST, e));
-
-    // nc2dd up: netback serving, nic-ixgbe driving the igb, netback's first pool allocated.
-    let dd = bed
-        .xl_create("/nc2dd/nc2dd-hvm.cfg", "nc2dd", Duration::from_secs(120))
-        .unwrap_or_else(|e| fail(TEST, e));
-    // The servers' lines interleave in any order: each step is looked for from the start.
-    let from = bed.cursor();
-    for step in [
-        "netback: serving vifs of domain",
-        "nic-ixgbe: link up",
-        "netback: NIC port up",
-        "netback: NIC pool",
-    ] {
-        bed.rewind(from);
-        let m = bed
-            .wait_for(step, Duration::from_secs(240))
-            .unwrap_or_else(|e| {
-                let diag = diagnose(&mut bed);
-                panic!("{e}\nwhat Xen says about nc2dd:\n{diag}")
-            });
-        assert!(
-            m.line.contains(&dd.console_prefix),
-            "{step:?} came from another console: {}",
-            m.line
-        );
-        report(
-            TEST,
-            &format!(
-                "xl create nc2dd to {step:?}: {:.1} s",
-                m.arrived
-                    .saturating_duration_since(dd.started)
-                    .as_secs_f64()
-            ),
-        );
-    }
-
-    // Guest A alone: pings the peer, downloads the file.
-    let before_a = bed.cursor();
-    let (_, backend_a, _) = start_guest(&mut bed, TEST, dd.domid, A.name);
-    ping_and_fetch(&mut bed, A.name, &sha);
-    let pool_a = pool_of(&mut bed, before_a, A.mac);
-
-    // Guest B next to A: its own pool, and both reach the peer.
-    let before_b = bed.cursor();
-    let (_, backend_b, _) = start_guest(&mut bed, TEST, dd.domid, B.name);
-    ping_and_fetch(&mut bed, B.name, &sha);
-    let pool_b = pool_of(&mut bed, before_b, B.mac);
-    assert_ne!(pool_a, pool_b, "the two guests share a NIC pool");
-    report(
-        TEST,
-        &format!(
-            "NIC pools: {} -> pool {pool_a}, {} -> pool {pool_b}",
-            A.mac, B.mac
-        ),
-    );
-    let a_before = agains(&mut bed, A.name, &sha);
-    let b_before = agains(&mut bed, B.name, &sha);
-    let t = Instant::now();
-    loop {
-        let (a, b) = (
-            agains(&mut bed, A.name, &sha),
-            agains(&mut bed, B.name, &sha),
-        );
-        if a > a_before && b > b_before {
+    xenbed::retry_on_triple_fault(
+        "linux_guests_reach_a_peer_beyond_the_passed_through_nic",
+        || {
+            xenbed::check_qemu().unwrap_or_else(|e| panic!("{e}"));
+            let logs = xenbed::log_dir();
+            let _ = fs::create_dir_all(&logs);
+            let _ = fs::remove_file(logs.join(format!("{TEST}.times")));
+            let (resp, sha) = write_file(&logs);
+            let resp = resp.to_string_lossy().into_owned();
+            assert!(
+                !resp.contains(',') && !resp.contains(' '),
+                "the response path {resp:?} cannot go into a -netdev argument"
+            );
+            let art = qemu::artefacts();
+            let bed_files = xenbed::build_bed(Flavour::Hvm).unwrap_or_else(|e| panic!("{e}"));
+            let read =
+                |p: &Path| fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+            let mut files = vec![
+                ("nc2dd.elf".to_string(), read(&art.standalone)),
+                (
+                    "nc2dd-hvm.cfg".to_string(),
+                    guests::hvm_driver_domain_cfg().into_bytes(),
+                ),
+                ("vmlinuz".to_string(), read(&bed_files.vmlinuz)),
+                (
+                    "guest-initrd.cpio".to_string(),
+                    guests::guest_initramfs(&bed_files.initramfs),
+                ),
+            ];
+            for g in [&A, &B] {
+                let args = format!("nc2dd.role=wire nc2dd.peer={GATEWAY} nc2dd.server={SERVER}");
+                files.push((
+                    format!("{}.cfg", g.name),
+                    guests::guest_cfg(g.name, g.mac, g.ip, &args).into_bytes(),
+                ));
+            }
+            let mut cfg = BedConfig::new(TEST);
+            cfg.flavour = Flavour::Hvm;
+            cfg.netdev = Netdev::Spec(format!(
+                "user,id=n0,restrict=on,guestfwd=tcp:{SERVER}:80-cmd:sh -c \"cat {resp}; exec cat >/dev/null\""
+            ));
+            cfg.dom0_files = files;
+            cfg.overall_timeout = Duration::from_secs(1200);
+            // dom0 runs nc2dd's device model and unpacks two guest kernels while its initramfs (the
+            // HVM flavour's, with the guests' files) lives in RAM: at 512 MiB, xl once failed to
+            // decompress the second guest's kernel.
+            cfg.xen_cmdline_extra = "dom0_mem=1024M".into();
+            let mut bed = XenBed::boot(cfg).unwrap_or_else(|e| fail(TEST, e));
+            for m in FAIL_MARKERS {
+                bed.add_fail_marker(m);
+            }
             report(
                 TEST,
                 &format!(
-                    "both guests downloaded again with B up ({a} and {b} repeats so far), \
-                     {:.1} s",
-                    t.elapsed().as_secs_f64()
+                    "Xen + dom0 boot to shell: {:.1} s",
+                    bed.boot_time.as_secs_f64()
                 ),
             );
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "no repeated download by both guests in 180 s (A {a_before} -> {a}, B {b_before} -> {b})"
-        );
-        std::thread::sleep(Duration::from_secs(5));
-    }
-    // nic-ixgbe's own counters (logged every 5 s while they change, and the guests keep
-    // downloading) show both pools carrying frames; netback's port line says what it saw.
-    let now = bed.cursor();
-    for (needle, end) in [
-        (format!("nic-ixgbe: qp0: pool {pool_a}: "), " sent"),
-        (format!("nic-ixgbe: qp0: pool {pool_b}: "), " sent"),
-        ("netback: NIC port: ".to_string(), " timers"),
-    ] {
-        bed.rewind(now);
-        bed.wait_for(&needle, Duration::from_secs(90))
+            bed.run(
+                "xl pci-assignable-add 0000:00:04.0",
+                Duration::from_secs(60),
+            )
             .unwrap_or_else(|e| fail(TEST, e));
-        // The rest of the same line, so the report holds all of it.
-        let m = bed
-            .wait_for(end, Duration::from_secs(30))
-            .unwrap_or_else(|e| fail(TEST, e));
-        report(TEST, m.line.trim());
-    }
-    for b in [&backend_a, &backend_b] {
-        let stats = read_key(&mut bed, TEST, &format!("{b}/statistics"));
-        report(TEST, &format!("{b}: {stats}"));
-        assert!(
-            stats.contains(" 0 proto-err"),
-            "protocol errors counted: {stats}"
-        );
-    }
-    report(
-        TEST,
-        &format!("whole bed run {:.1} s", bed.elapsed().as_secs_f64()),
+
+            // nc2dd up: netback serving, nic-ixgbe driving the igb, netback's first pool allocated.
+            let dd = bed
+                .xl_create("/nc2dd/nc2dd-hvm.cfg", "nc2dd", Duration::from_secs(120))
+                .unwrap_or_else(|e| fail(TEST, e));
+            // The servers' lines interleave in any order: each step is looked for from the start.
+            let from = bed.cursor();
+            for step in [
+                "netback: serving vifs of domain",
+                "nic-ixgbe: link up",
+                "netback: NIC port up",
+                "netback: NIC pool",
+            ] {
+                bed.rewind(from);
+                let m = bed
+                    .wait_for(step, Duration::from_secs(240))
+                    .unwrap_or_else(|e| {
+                        let diag = diagnose(&mut bed);
+                        panic!("{e}\nwhat Xen says about nc2dd:\n{diag}")
+                    });
+                assert!(
+                    m.line.contains(&dd.console_prefix),
+                    "{step:?} came from another console: {}",
+                    m.line
+                );
+                report(
+                    TEST,
+                    &format!(
+                        "xl create nc2dd to {step:?}: {:.1} s",
+                        m.arrived
+                            .saturating_duration_since(dd.started)
+                            .as_secs_f64()
+                    ),
+                );
+            }
+
+            // Guest A alone: pings the peer, downloads the file.
+            let before_a = bed.cursor();
+            let (_, backend_a, _) = start_guest(&mut bed, TEST, dd.domid, A.name);
+            ping_and_fetch(&mut bed, A.name, &sha);
+            let pool_a = pool_of(&mut bed, before_a, A.mac);
+
+            // Guest B next to A: its own pool, and both reach the peer.
+            let before_b = bed.cursor();
+            let (_, backend_b, _) = start_guest(&mut bed, TEST, dd.domid, B.name);
+            ping_and_fetch(&mut bed, B.name, &sha);
+            let pool_b = pool_of(&mut bed, before_b, B.mac);
+            assert_ne!(pool_a, pool_b, "the two guests share a NIC pool");
+            report(
+                TEST,
+                &format!(
+                    "NIC pools: {} -> pool {pool_a}, {} -> pool {pool_b}",
+                    A.mac, B.mac
+                ),
+            );
+            let a_before = agains(&mut bed, A.name, &sha);
+            let b_before = agains(&mut bed, B.name, &sha);
+            let t = Instant::now();
+            loop {
+                let (a, b) = (
+                    agains(&mut bed, A.name, &sha),
+                    agains(&mut bed, B.name, &sha),
+                );
+                if a > a_before && b > b_before {
+                    report(
+                        TEST,
+                        &format!(
+                            "both guests downloaded again with B up ({a} and {b} repeats so far), \
+                         {:.1} s",
+                            t.elapsed().as_secs_f64()
+                        ),
+                    );
+                    break;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(180),
+                    "no repeated download by both guests in 180 s (A {a_before} -> {a}, B {b_before} -> {b})"
+                );
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            // nic-ixgbe's own counters (logged every 5 s while they change, and the guests keep
+            // downloading) show both pools carrying frames; netback's port line says what it saw.
+            let now = bed.cursor();
+            for (needle, end) in [
+                (format!("nic-ixgbe: qp0: pool {pool_a}: "), " sent"),
+                (format!("nic-ixgbe: qp0: pool {pool_b}: "), " sent"),
+                ("netback: NIC port: ".to_string(), " timers"),
+            ] {
+                bed.rewind(now);
+                bed.wait_for(&needle, Duration::from_secs(90))
+                    .unwrap_or_else(|e| fail(TEST, e));
+                // The rest of the same line, so the report holds all of it.
+                let m = bed
+                    .wait_for(end, Duration::from_secs(30))
+                    .unwrap_or_else(|e| fail(TEST, e));
+                report(TEST, m.line.trim());
+            }
+            for b in [&backend_a, &backend_b] {
+                let stats = read_key(&mut bed, TEST, &format!("{b}/statistics"));
+                report(TEST, &format!("{b}: {stats}"));
+                assert!(
+                    stats.contains(" 0 proto-err"),
+                    "protocol errors counted: {stats}"
+                );
+            }
+            report(
+                TEST,
+                &format!("whole bed run {:.1} s", bed.elapsed().as_secs_f64()),
+            );
+        },
     );
 }

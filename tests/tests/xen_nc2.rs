@@ -339,174 +339,188 @@ fn guest_console_lines_are_taken_out_of_dom0_output() {
 
 #[test]
 fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
-    const TEST: &str = "xen_nc2_hostile";
-    const SERVER: &str = "netfront-server";
-    const CLIENT: &str = "netfront-client";
-    const HOSTILE: &str = "nc2-hostile-ring";
-    const GARBAGE: &str = "nc2-hostile-xs";
-    const HOSTILE_NC2: &str = "nc2-hostile-nc2";
-    const HOSTILE_GREF: &str = "nc2-hostile-gref";
-    const HOSTILE_JUMP: &str = "nc2-hostile-jump";
-    const SERVER_IP: &str = "192.0.2.3";
-    const CLIENT_IP: &str = "192.0.2.4";
-    let (mut bed, dd) = start_nc2dd(
-        TEST,
-        &[
-            (
+    xenbed::retry_on_triple_fault(
+        "hostile_frontends_are_disconnected_while_linux_guests_transfer",
+        || {
+            const TEST: &str = "xen_nc2_hostile";
+            const SERVER: &str = "netfront-server";
+            const CLIENT: &str = "netfront-client";
+            const HOSTILE: &str = "nc2-hostile-ring";
+            const GARBAGE: &str = "nc2-hostile-xs";
+            const HOSTILE_NC2: &str = "nc2-hostile-nc2";
+            const HOSTILE_GREF: &str = "nc2-hostile-gref";
+            const HOSTILE_JUMP: &str = "nc2-hostile-jump";
+            const SERVER_IP: &str = "192.0.2.3";
+            const CLIENT_IP: &str = "192.0.2.4";
+            let (mut bed, dd) = start_nc2dd(
+                TEST,
+                &[
+                    (
+                        SERVER,
+                        guests::guest_cfg(
+                            SERVER,
+                            "00:16:3e:00:00:03",
+                            SERVER_IP,
+                            "nc2dd.role=server",
+                        ),
+                    ),
+                    (
+                        CLIENT,
+                        guests::guest_cfg(
+                            CLIENT,
+                            "00:16:3e:00:00:04",
+                            CLIENT_IP,
+                            &format!("nc2dd.role=client nc2dd.peer={SERVER_IP}"),
+                        ),
+                    ),
+                    (
+                        HOSTILE,
+                        nc2_guest_cfg(
+                            HOSTILE,
+                            "00:16:3e:00:00:05",
+                            &format!("mode=netif-prod-jump ip=192.0.2.5 ping={NC2DD_IP}"),
+                        ),
+                    ),
+                    (
+                        GARBAGE,
+                        nc2_guest_cfg(GARBAGE, "00:16:3e:00:00:06", "mode=xs-garbage ip=192.0.2.6"),
+                    ),
+                    (
+                        HOSTILE_NC2,
+                        nc2_guest_cfg(
+                            HOSTILE_NC2,
+                            "00:16:3e:00:00:08",
+                            &format!(
+                                "mode=nc2-bad-size transport=nc2 ip=192.0.2.8 ping={NC2DD_IP}"
+                            ),
+                        ),
+                    ),
+                    (
+                        HOSTILE_JUMP,
+                        nc2_guest_cfg(
+                            HOSTILE_JUMP,
+                            "00:16:3e:00:00:0a",
+                            &format!(
+                                "mode=nc2-index-jump transport=nc2 ip=192.0.2.10 ping={NC2DD_IP}"
+                            ),
+                        ),
+                    ),
+                    (
+                        HOSTILE_GREF,
+                        nc2_guest_cfg(
+                            HOSTILE_GREF,
+                            "00:16:3e:00:00:09",
+                            &format!("mode=netif-bad-gref ip=192.0.2.9 ping={NC2DD_IP}"),
+                        ),
+                    ),
+                ],
+            );
+            let (_, server_backend) = start_guest(&mut bed, TEST, dd, SERVER);
+            let served = linux_verdict(
+                &mut bed,
+                TEST,
                 SERVER,
-                guests::guest_cfg(SERVER, "00:16:3e:00:00:03", SERVER_IP, "nc2dd.role=server"),
-            ),
-            (
+                "NC2DD_GUEST_SERVING",
+                &["NC2DD_GUEST_INSMOD_FAILED"],
+            );
+            // The client starts fetching while the hostile guest connects and corrupts its ring.
+            let t_client = Instant::now();
+            let client = create(&mut bed, TEST, CLIENT);
+            let client_backend = format!("/local/domain/{dd}/backend/vif/{}/0", client.domid);
+            let hostile = create(&mut bed, TEST, HOSTILE);
+            let at = bed.cursor();
+            hostile_ring_guest(&mut bed, TEST, dd, &hostile, "netif");
+            bed.rewind(at);
+
+            // The Linux transfer completes regardless.
+            let got = linux_verdict(
+                &mut bed,
+                TEST,
                 CLIENT,
-                guests::guest_cfg(
-                    CLIENT,
-                    "00:16:3e:00:00:04",
-                    CLIENT_IP,
-                    &format!("nc2dd.role=client nc2dd.peer={SERVER_IP}"),
+                "NC2DD_GUEST_FETCH_OK",
+                &["NC2DD_GUEST_FETCH_FAILED", "NC2DD_GUEST_INSMOD_FAILED"],
+            );
+            report(
+                TEST,
+                &format!(
+                    "client xl create to file fetched (hostile guest meanwhile): {:.1} s",
+                    t_client.elapsed().as_secs_f64()
                 ),
-            ),
-            (
-                HOSTILE,
-                nc2_guest_cfg(
-                    HOSTILE,
-                    "00:16:3e:00:00:05",
-                    &format!("mode=netif-prod-jump ip=192.0.2.5 ping={NC2DD_IP}"),
+            );
+            let sent = sum_after(&served, "NC2DD_GUEST_SHA ");
+            let received = sum_after(&got, "NC2DD_GUEST_GOT ");
+            report(TEST, &format!("SHA-256 served {sent}, fetched {received}"));
+            assert_eq!(
+                sent, received,
+                "the file changed on its way through netback"
+            );
+            for b in [&server_backend, &client_backend] {
+                let stats = read_key(&mut bed, TEST, &format!("{b}/statistics"));
+                report(TEST, &format!("{b}: {stats}"));
+                assert!(
+                    stats.contains(" 0 proto-err"),
+                    "protocol errors counted: {stats}"
+                );
+            }
+
+            // Garbage keys: refused before anything is mapped, then the state key itself.
+            let garbage = create(&mut bed, TEST, GARBAGE);
+            let garbage_backend = format!("/local/domain/{dd}/backend/vif/{}/0", garbage.domid);
+            let why = wait_line(
+                &mut bed,
+                TEST,
+                &format!("vif {}/0: ", garbage.domid),
+                Duration::from_secs(120),
+            );
+            report(TEST, &format!("netback: {}", why.line.trim()));
+            assert!(
+                why.line.contains("disconnecting it"),
+                "netback's line about the garbage vif: {}",
+                why.line
+            );
+            let closed = wait_line(
+                &mut bed,
+                TEST,
+                "NC2_GUEST_HOSTILE_STATE_GARBAGE",
+                Duration::from_secs(120),
+            );
+            report(TEST, &format!("garbage guest: {}", closed.line.trim()));
+            report(
+                TEST,
+                &format!(
+                    "garbage guest: xl create to backend Closed: {:.1} s",
+                    closed
+                        .arrived
+                        .saturating_duration_since(garbage.started)
+                        .as_secs_f64()
                 ),
-            ),
-            (
-                GARBAGE,
-                nc2_guest_cfg(GARBAGE, "00:16:3e:00:00:06", "mode=xs-garbage ip=192.0.2.6"),
-            ),
-            (
-                HOSTILE_NC2,
-                nc2_guest_cfg(
-                    HOSTILE_NC2,
-                    "00:16:3e:00:00:08",
-                    &format!("mode=nc2-bad-size transport=nc2 ip=192.0.2.8 ping={NC2DD_IP}"),
-                ),
-            ),
-            (
-                HOSTILE_JUMP,
-                nc2_guest_cfg(
-                    HOSTILE_JUMP,
-                    "00:16:3e:00:00:0a",
-                    &format!("mode=nc2-index-jump transport=nc2 ip=192.0.2.10 ping={NC2DD_IP}"),
-                ),
-            ),
-            (
-                HOSTILE_GREF,
-                nc2_guest_cfg(
-                    HOSTILE_GREF,
-                    "00:16:3e:00:00:09",
-                    &format!("mode=netif-bad-gref ip=192.0.2.9 ping={NC2DD_IP}"),
-                ),
-            ),
-        ],
-    );
-    let (_, server_backend) = start_guest(&mut bed, TEST, dd, SERVER);
-    let served = linux_verdict(
-        &mut bed,
-        TEST,
-        SERVER,
-        "NC2DD_GUEST_SERVING",
-        &["NC2DD_GUEST_INSMOD_FAILED"],
-    );
-    // The client starts fetching while the hostile guest connects and corrupts its ring.
-    let t_client = Instant::now();
-    let client = create(&mut bed, TEST, CLIENT);
-    let client_backend = format!("/local/domain/{dd}/backend/vif/{}/0", client.domid);
-    let hostile = create(&mut bed, TEST, HOSTILE);
-    let at = bed.cursor();
-    hostile_ring_guest(&mut bed, TEST, dd, &hostile, "netif");
-    bed.rewind(at);
+            );
+            let error = read_key(&mut bed, TEST, &format!("{garbage_backend}/error"));
+            assert!(
+                error.contains("tx-ring-ref"),
+                "the garbage vif's error key does not name the bad key: {error:?}"
+            );
 
-    // The Linux transfer completes regardless.
-    let got = linux_verdict(
-        &mut bed,
-        TEST,
-        CLIENT,
-        "NC2DD_GUEST_FETCH_OK",
-        &["NC2DD_GUEST_FETCH_FAILED", "NC2DD_GUEST_INSMOD_FAILED"],
-    );
-    report(
-        TEST,
-        &format!(
-            "client xl create to file fetched (hostile guest meanwhile): {:.1} s",
-            t_client.elapsed().as_secs_f64()
-        ),
-    );
-    let sent = sum_after(&served, "NC2DD_GUEST_SHA ");
-    let received = sum_after(&got, "NC2DD_GUEST_GOT ");
-    report(TEST, &format!("SHA-256 served {sent}, fetched {received}"));
-    assert_eq!(
-        sent, received,
-        "the file changed on its way through netback"
-    );
-    for b in [&server_backend, &client_backend] {
-        let stats = read_key(&mut bed, TEST, &format!("{b}/statistics"));
-        report(TEST, &format!("{b}: {stats}"));
-        assert!(
-            stats.contains(" 0 proto-err"),
-            "protocol errors counted: {stats}"
-        );
-    }
+            // Each hostile guest goes once checked (its memory is needed for the next).
+            destroy(&mut bed, TEST, HOSTILE);
+            destroy(&mut bed, TEST, GARBAGE);
 
-    // Garbage keys: refused before anything is mapped, then the state key itself.
-    let garbage = create(&mut bed, TEST, GARBAGE);
-    let garbage_backend = format!("/local/domain/{dd}/backend/vif/{}/0", garbage.domid);
-    let why = wait_line(
-        &mut bed,
-        TEST,
-        &format!("vif {}/0: ", garbage.domid),
-        Duration::from_secs(120),
-    );
-    report(TEST, &format!("netback: {}", why.line.trim()));
-    assert!(
-        why.line.contains("disconnecting it"),
-        "netback's line about the garbage vif: {}",
-        why.line
-    );
-    let closed = wait_line(
-        &mut bed,
-        TEST,
-        "NC2_GUEST_HOSTILE_STATE_GARBAGE",
-        Duration::from_secs(120),
-    );
-    report(TEST, &format!("garbage guest: {}", closed.line.trim()));
-    report(
-        TEST,
-        &format!(
-            "garbage guest: xl create to backend Closed: {:.1} s",
-            closed
-                .arrived
-                .saturating_duration_since(garbage.started)
-                .as_secs_f64()
-        ),
-    );
-    let error = read_key(&mut bed, TEST, &format!("{garbage_backend}/error"));
-    assert!(
-        error.contains("tx-ring-ref"),
-        "the garbage vif's error key does not name the bad key: {error:?}"
-    );
+            // netchannel2: a message of a size the wire format forbids, then an index jump.
+            let nc2 = create(&mut bed, TEST, HOSTILE_NC2);
+            hostile_ring_guest(&mut bed, TEST, dd, &nc2, "nc2");
+            destroy(&mut bed, TEST, HOSTILE_NC2);
+            let jump = create(&mut bed, TEST, HOSTILE_JUMP);
+            hostile_ring_guest(&mut bed, TEST, dd, &jump, "nc2");
+            destroy(&mut bed, TEST, HOSTILE_JUMP);
 
-    // Each hostile guest goes once checked (its memory is needed for the next).
-    destroy(&mut bed, TEST, HOSTILE);
-    destroy(&mut bed, TEST, GARBAGE);
-
-    // netchannel2: a message of a size the wire format forbids, then an index jump.
-    let nc2 = create(&mut bed, TEST, HOSTILE_NC2);
-    hostile_ring_guest(&mut bed, TEST, dd, &nc2, "nc2");
-    destroy(&mut bed, TEST, HOSTILE_NC2);
-    let jump = create(&mut bed, TEST, HOSTILE_JUMP);
-    hostile_ring_guest(&mut bed, TEST, dd, &jump, "nc2");
-    destroy(&mut bed, TEST, HOSTILE_JUMP);
-
-    // netif: a receive buffer whose grant reference names nothing, reached by replies.
-    let gref = create(&mut bed, TEST, HOSTILE_GREF);
-    hostile_ring_guest(&mut bed, TEST, dd, &gref, "netif");
-    report(
-        TEST,
-        &format!("whole bed run {:.1} s", bed.elapsed().as_secs_f64()),
+            // netif: a receive buffer whose grant reference names nothing, reached by replies.
+            let gref = create(&mut bed, TEST, HOSTILE_GREF);
+            hostile_ring_guest(&mut bed, TEST, dd, &gref, "netif");
+            report(
+                TEST,
+                &format!("whole bed run {:.1} s", bed.elapsed().as_secs_f64()),
+            );
+        },
     );
 }
 
@@ -570,137 +584,139 @@ fn follow_app(bed: &mut XenBed, test: &str, g: &xenbed::Domain, label: &str, gen
 
 #[test]
 fn nc2_guest_pings_and_sends_a_file_to_linux() {
-    const TEST: &str = "xen_nc2_app";
-    const SINK: &str = "netfront-sink";
-    const APP: &str = "nc2-app";
-    const APP_NETIF: &str = "nc2-app-netif";
-    const SINK_IP: &str = "192.0.2.3";
-    let (mut bed, dd) = start_nc2dd(
-        TEST,
-        &[
-            (
-                SINK,
-                guests::guest_cfg(
+    xenbed::retry_on_triple_fault("nc2_guest_pings_and_sends_a_file_to_linux", || {
+        const TEST: &str = "xen_nc2_app";
+        const SINK: &str = "netfront-sink";
+        const APP: &str = "nc2-app";
+        const APP_NETIF: &str = "nc2-app-netif";
+        const SINK_IP: &str = "192.0.2.3";
+        let (mut bed, dd) = start_nc2dd(
+            TEST,
+            &[
+                (
                     SINK,
-                    "00:16:3e:00:00:03",
-                    SINK_IP,
-                    "nc2dd.role=sink nc2dd.peer=192.0.2.7",
+                    guests::guest_cfg(
+                        SINK,
+                        "00:16:3e:00:00:03",
+                        SINK_IP,
+                        "nc2dd.role=sink nc2dd.peer=192.0.2.7",
+                    ),
                 ),
-            ),
-            (
-                APP,
-                nc2_guest_cfg(
+                (
                     APP,
-                    "00:16:3e:00:00:07",
-                    &format!(
-                        "ip=192.0.2.7 ping={NC2DD_IP} gen={SINK_IP}:9:500 send={SINK_IP}:5000 file-size=1048576 seed=7"
+                    nc2_guest_cfg(
+                        APP,
+                        "00:16:3e:00:00:07",
+                        &format!(
+                            "ip=192.0.2.7 ping={NC2DD_IP} gen={SINK_IP}:9:500 send={SINK_IP}:5000 file-size=1048576 seed=7"
+                        ),
                     ),
                 ),
-            ),
-            (
-                APP_NETIF,
-                nc2_guest_cfg(
+                (
                     APP_NETIF,
-                    "00:16:3e:00:00:0b",
-                    &format!(
-                        "transport=netif ip=192.0.2.11 ping={NC2DD_IP} send={SINK_IP}:5001 file-size=524288 seed=11"
+                    nc2_guest_cfg(
+                        APP_NETIF,
+                        "00:16:3e:00:00:0b",
+                        &format!(
+                            "transport=netif ip=192.0.2.11 ping={NC2DD_IP} send={SINK_IP}:5001 file-size=524288 seed=11"
+                        ),
                     ),
                 ),
+            ],
+        );
+        start_guest(&mut bed, TEST, dd, SINK);
+        linux_verdict(
+            &mut bed,
+            TEST,
+            SINK,
+            "NC2DD_GUEST_LISTENING",
+            &["NC2DD_GUEST_INSMOD_FAILED"],
+        );
+        // Both run at once: the netif one (what Linux netfront speaks) and the auto one, which
+        // must pick netchannel2 when netback offers it.
+        let at = bed.cursor();
+        let g_netif = create(&mut bed, TEST, APP_NETIF);
+        let g_nc2 = create(&mut bed, TEST, APP);
+        bed.rewind(at);
+        let nc2 = follow_app(&mut bed, TEST, &g_nc2, "nc2-guest", true);
+        bed.rewind(at);
+        let netif = follow_app(&mut bed, TEST, &g_netif, "nc2-guest (netif)", false);
+        assert_eq!(netif.transport, "netif");
+        let backend = format!("/local/domain/{dd}/backend/vif/{}/0", g_nc2.domid);
+        let offered = read_key(&mut bed, TEST, &format!("{backend}/feature-nc2"));
+        if offered == "1" {
+            assert_eq!(
+                nc2.transport, "nc2",
+                "netback offers feature-nc2 but the guest used netif"
+            );
+        }
+        let got = linux_verdict(
+            &mut bed,
+            TEST,
+            SINK,
+            "NC2DD_GUEST_PEER_PING_OK",
+            &["NC2DD_GUEST_PEER_PING_LOST", "NC2DD_GUEST_INSMOD_FAILED"],
+        );
+        let answered = got
+            .split("NC2DD_GUEST_PEER_PING_OK ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("?");
+        report(
+            TEST,
+            &format!("Linux pinged the nc2-guest: {answered} of 5 answered"),
+        );
+        let received = sum_after(&got, "NC2DD_GUEST_GOT ");
+        report(
+            TEST,
+            &format!(
+                "{}: SHA-256 sent {}, received {received}",
+                nc2.transport, nc2.sent_sum
             ),
-        ],
-    );
-    start_guest(&mut bed, TEST, dd, SINK);
-    linux_verdict(
-        &mut bed,
-        TEST,
-        SINK,
-        "NC2DD_GUEST_LISTENING",
-        &["NC2DD_GUEST_INSMOD_FAILED"],
-    );
-    // Both run at once: the netif one (what Linux netfront speaks) and the auto one, which
-    // must pick netchannel2 when netback offers it.
-    let at = bed.cursor();
-    let g_netif = create(&mut bed, TEST, APP_NETIF);
-    let g_nc2 = create(&mut bed, TEST, APP);
-    bed.rewind(at);
-    let nc2 = follow_app(&mut bed, TEST, &g_nc2, "nc2-guest", true);
-    bed.rewind(at);
-    let netif = follow_app(&mut bed, TEST, &g_netif, "nc2-guest (netif)", false);
-    assert_eq!(netif.transport, "netif");
-    let backend = format!("/local/domain/{dd}/backend/vif/{}/0", g_nc2.domid);
-    let offered = read_key(&mut bed, TEST, &format!("{backend}/feature-nc2"));
-    if offered == "1" {
+        );
         assert_eq!(
-            nc2.transport, "nc2",
-            "netback offers feature-nc2 but the guest used netif"
+            nc2.sent_sum, received,
+            "the file changed on its way through netback"
         );
-    }
-    let got = linux_verdict(
-        &mut bed,
-        TEST,
-        SINK,
-        "NC2DD_GUEST_PEER_PING_OK",
-        &["NC2DD_GUEST_PEER_PING_LOST", "NC2DD_GUEST_INSMOD_FAILED"],
-    );
-    let answered = got
-        .split("NC2DD_GUEST_PEER_PING_OK ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or("?");
-    report(
-        TEST,
-        &format!("Linux pinged the nc2-guest: {answered} of 5 answered"),
-    );
-    let received = sum_after(&got, "NC2DD_GUEST_GOT ");
-    report(
-        TEST,
-        &format!(
-            "{}: SHA-256 sent {}, received {received}",
-            nc2.transport, nc2.sent_sum
-        ),
-    );
-    assert_eq!(
-        nc2.sent_sum, received,
-        "the file changed on its way through netback"
-    );
-    let got = linux_verdict(
-        &mut bed,
-        TEST,
-        SINK,
-        "NC2DD_GUEST_NETIF_RECEIVED",
-        &["NC2DD_GUEST_INSMOD_FAILED"],
-    );
-    let received = sum_after(&got, "NC2DD_GUEST_NETIF_GOT ");
-    report(
-        TEST,
-        &format!(
-            "netif: SHA-256 sent {}, received {received}",
-            netif.sent_sum
-        ),
-    );
-    assert_eq!(
-        netif.sent_sum, received,
-        "the file changed on its way through netback (netif)"
-    );
-    let netif_backend = format!("/local/domain/{dd}/backend/vif/{}/0", g_netif.domid);
-    // 718 data segments + 500 generated datagrams; 359 data segments.
-    for (b, label, min) in [
-        (&backend, nc2.transport.as_str(), 1200),
-        (&netif_backend, "netif", 359),
-    ] {
-        let stats = read_key(&mut bed, TEST, &format!("{b}/statistics"));
-        report(TEST, &format!("nc2-guest vif ({label}): {stats}"));
-        assert!(
-            stat(&stats, "tx") >= min,
-            "netback counted too few packets from the {label} nc2-guest: {stats}"
+        let got = linux_verdict(
+            &mut bed,
+            TEST,
+            SINK,
+            "NC2DD_GUEST_NETIF_RECEIVED",
+            &["NC2DD_GUEST_INSMOD_FAILED"],
         );
-        assert!(
-            stats.contains(" 0 proto-err"),
-            "protocol errors counted: {stats}"
+        let received = sum_after(&got, "NC2DD_GUEST_NETIF_GOT ");
+        report(
+            TEST,
+            &format!(
+                "netif: SHA-256 sent {}, received {received}",
+                netif.sent_sum
+            ),
         );
-    }
-    report(
-        TEST,
-        &format!("whole bed run {:.1} s", bed.elapsed().as_secs_f64()),
-    );
+        assert_eq!(
+            netif.sent_sum, received,
+            "the file changed on its way through netback (netif)"
+        );
+        let netif_backend = format!("/local/domain/{dd}/backend/vif/{}/0", g_netif.domid);
+        // 718 data segments + 500 generated datagrams; 359 data segments.
+        for (b, label, min) in [
+            (&backend, nc2.transport.as_str(), 1200),
+            (&netif_backend, "netif", 359),
+        ] {
+            let stats = read_key(&mut bed, TEST, &format!("{b}/statistics"));
+            report(TEST, &format!("nc2-guest vif ({label}): {stats}"));
+            assert!(
+                stat(&stats, "tx") >= min,
+                "netback counted too few packets from the {label} nc2-guest: {stats}"
+            );
+            assert!(
+                stats.contains(" 0 proto-err"),
+                "protocol errors counted: {stats}"
+            );
+        }
+        report(
+            TEST,
+            &format!("whole bed run {:.1} s", bed.elapsed().as_secs_f64()),
+        );
+    });
 }

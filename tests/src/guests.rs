@@ -210,6 +210,112 @@ pub fn wait_line(bed: &mut XenBed, test: &str, needle: &str, timeout: Duration) 
         .unwrap_or_else(|e| fail(test, e))
 }
 
+/// The address netback's responder answers on in the PVH driver-domain beds.
+pub const PVH_NC2DD_IP: &str = "192.0.2.2";
+
+/// nc2dd as a PVH driver domain; netback serves until the domain is destroyed.
+fn pvh_nc2dd_cfg() -> String {
+    format!(
+        r#"name = "nc2dd"
+type = "pvh"
+kernel = "/nc2dd/nc2dd.elf"
+ramdisk = "/nc2dd/nc2dd-modules.bin"
+cmdline = "nc2dd.netback.ip={PVH_NC2DD_IP}"
+memory = 64
+vcpus = 2
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "destroy"
+"#
+    )
+}
+
+/// Boots the PVH bed with nc2dd, the Linux guests' kernel and initramfs, `extra` files and the
+/// guest configs `cfgs` (name, config) under /nc2dd, starts nc2dd and waits until netback
+/// serves. `fail_markers` end the test at once; `overall` bounds the whole bed run. Returns the
+/// bed and nc2dd's domain id.
+pub fn start_pvh_nc2dd(
+    test: &str,
+    extra: Vec<(String, Vec<u8>)>,
+    cfgs: &[(&str, String)],
+    fail_markers: &[&str],
+    overall: Duration,
+) -> (XenBed, u32) {
+    let _ = fs::create_dir_all(xenbed::log_dir());
+    let _ = fs::remove_file(xenbed::log_dir().join(format!("{test}.times")));
+    if let Err(e) = xenbed::check_qemu() {
+        panic!("{e}");
+    }
+    let bed_files = xenbed::build_bed(xenbed::Flavour::Pvh).unwrap_or_else(|e| panic!("{e}"));
+    let art = crate::qemu::artefacts();
+    let read = |p: &Path| fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    let mut files = vec![
+        ("nc2dd.elf".to_string(), read(&art.kernel)),
+        ("nc2dd-modules.bin".to_string(), read(&art.module)),
+        ("nc2dd.cfg".to_string(), pvh_nc2dd_cfg().into_bytes()),
+        ("vmlinuz".to_string(), read(&bed_files.vmlinuz)),
+        (
+            "guest-initrd.cpio".to_string(),
+            guest_initramfs(&bed_files.initramfs),
+        ),
+    ];
+    files.extend(extra);
+    for (name, cfg) in cfgs {
+        files.push((format!("{name}.cfg"), cfg.clone().into_bytes()));
+    }
+    let mut cfg = xenbed::BedConfig::new(test);
+    cfg.dom0_files = files;
+    cfg.overall_timeout = overall;
+    let mut bed = XenBed::boot(cfg).unwrap_or_else(|e| fail(test, e));
+    report(
+        test,
+        &format!(
+            "Xen + dom0 boot to shell: {:.1} s",
+            bed.boot_time.as_secs_f64()
+        ),
+    );
+    for m in fail_markers {
+        bed.add_fail_marker(m);
+    }
+    let dd = bed
+        .xl_create("/nc2dd/nc2dd.cfg", "nc2dd", Duration::from_secs(120))
+        .unwrap_or_else(|e| fail(test, e));
+    let serving = bed
+        .wait_for("netback: serving vifs of domain", Duration::from_secs(180))
+        .unwrap_or_else(|e| fail(test, e));
+    assert!(
+        serving.line.contains(&dd.console_prefix),
+        "netback's line came from another console: {}",
+        serving.line
+    );
+    report(
+        test,
+        &format!(
+            "xl create nc2dd to netback serving: {:.1} s",
+            serving
+                .arrived
+                .saturating_duration_since(dd.started)
+                .as_secs_f64()
+        ),
+    );
+    (bed, dd.domid)
+}
+
+/// The NIC pool netback logged for vif MAC `mac` (its "NIC pool N for vif MAC m" line after
+/// console position `from`).
+pub fn nic_pool_of(bed: &mut XenBed, test: &str, from: usize, mac: &str, timeout: Duration) -> u32 {
+    bed.rewind(from);
+    let m = bed
+        .wait_for(&format!("for vif MAC {mac}"), timeout)
+        .unwrap_or_else(|e| fail(test, e));
+    m.line
+        .split("NIC pool ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no pool number in {:?}", m.line))
+}
+
 /// The igb the HVM beds pass through to nc2dd.
 pub const BED_NIC: &str = "0000:00:04.0";
 

@@ -110,20 +110,6 @@ fn write_file(dir: &Path) -> (std::path::PathBuf, String) {
     (resp_path, sha256_of(&body_path))
 }
 
-/// The NIC pool netback logged for `mac` (after `from` on the console).
-fn pool_of(bed: &mut XenBed, from: usize, mac: &str) -> u32 {
-    bed.rewind(from);
-    let m = bed
-        .wait_for(&format!("for vif MAC {mac}"), Duration::from_secs(60))
-        .unwrap_or_else(|e| fail(TEST, e));
-    m.line
-        .split("NIC pool ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no pool number in {:?}", m.line))
-}
-
 /// The average round-trip time from busybox ping's summary on the guest's console.
 fn ping_summary(bed: &mut XenBed, name: &str) -> String {
     let out = bed
@@ -330,13 +316,15 @@ fn linux_guests_reach_a_peer_beyond_the_passed_through_nic() {
             let before_a = bed.cursor();
             let (_, backend_a, _) = start_guest(&mut bed, TEST, dd.domid, A.name);
             ping_and_fetch(&mut bed, A.name, &sha);
-            let pool_a = pool_of(&mut bed, before_a, A.mac);
+            let pool_a =
+                guests::nic_pool_of(&mut bed, TEST, before_a, A.mac, Duration::from_secs(60));
 
             // Guest B next to A: its own pool, and both reach the peer.
             let before_b = bed.cursor();
             let (_, backend_b, _) = start_guest(&mut bed, TEST, dd.domid, B.name);
             ping_and_fetch(&mut bed, B.name, &sha);
-            let pool_b = pool_of(&mut bed, before_b, B.mac);
+            let pool_b =
+                guests::nic_pool_of(&mut bed, TEST, before_b, B.mac, Duration::from_secs(60));
             assert_ne!(pool_a, pool_b, "the two guests share a NIC pool");
             report(
                 TEST,

@@ -55,19 +55,6 @@ fn rx_copies(stats: &str) -> (u64, u64) {
         .unwrap_or_else(|| panic!("no receive copy counts in {stats:?}"))
 }
 
-fn pool_line(bed: &mut XenBed, from: usize, mac: &str) -> u32 {
-    bed.rewind(from);
-    let m = bed
-        .wait_for(&format!("for vif MAC {mac}"), Duration::from_secs(120))
-        .unwrap_or_else(|e| fail(TEST, e));
-    m.line
-        .split("NIC pool ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no pool number in {:?}", m.line))
-}
-
 #[test]
 fn a_netchannel2_guest_receives_from_the_passed_through_nic_with_no_copy() {
     xenbed::retry_on_triple_fault(
@@ -268,8 +255,15 @@ fn a_netchannel2_guest_receives_from_the_passed_through_nic_with_no_copy() {
                 Some(&body_sha),
                 "{LINUX_NAME}'s download changed on the way: {out}"
             );
-            let pool_nc2 = pool_line(&mut bed, before, NC2_MAC);
-            let pool_linux = pool_line(&mut bed, before_linux, LINUX_MAC);
+            let pool_nc2 =
+                guests::nic_pool_of(&mut bed, TEST, before, NC2_MAC, Duration::from_secs(120));
+            let pool_linux = guests::nic_pool_of(
+                &mut bed,
+                TEST,
+                before_linux,
+                LINUX_MAC,
+                Duration::from_secs(120),
+            );
             assert_ne!(pool_nc2, pool_linux, "the two guests share a NIC pool");
             report(
                 TEST,

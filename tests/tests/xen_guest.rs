@@ -11,17 +11,14 @@
 //! Fails, saying what is missing, when QEMU, the bed or the nc2dd image is absent. The serial log
 //! is `target/xenbed-logs/<test>.log`; the guest's console is printed on failure.
 
-use std::fs;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nc2dd_tests::guests::{
-    fail, guest_cfg, guest_initramfs, guest_log, guest_verdict, read_key, report, start_guest,
-    sums_after,
+    self, fail, guest_cfg, guest_log, guest_verdict, read_key, report, start_guest, sums_after,
 };
-use nc2dd_tests::xenbed::{self, BedConfig, Flavour, XenBed};
+use nc2dd_tests::xenbed::{self, XenBed};
 
-const NC2DD_IP: &str = "192.0.2.2";
+const NC2DD_IP: &str = guests::PVH_NC2DD_IP;
 const GUEST_IP: &str = "192.0.2.3";
 const GUEST_MAC: &str = "00:16:3e:00:00:02";
 const GUEST_NAME: &str = "linux-netfront";
@@ -36,83 +33,15 @@ const NC2DD_FAIL_MARKERS: &[&str] = &[
     "disconnecting it",
 ];
 
-/// nc2dd as the driver domain; netback serves until the domain is destroyed.
-fn nc2dd_cfg() -> String {
-    format!(
-        r#"name = "nc2dd"
-type = "pvh"
-kernel = "/nc2dd/nc2dd.elf"
-ramdisk = "/nc2dd/nc2dd-modules.bin"
-cmdline = "nc2dd.netback.ip={NC2DD_IP}"
-memory = 64
-vcpus = 2
-on_poweroff = "destroy"
-on_reboot = "destroy"
-on_crash = "destroy"
-"#
-    )
-}
-
-/// Boots the bed with nc2dd, the guest kernel and initramfs and `guest_cfgs` (name, config)
-/// under /nc2dd, starts nc2dd and waits until netback serves. Returns the bed and nc2dd's id.
+/// nc2dd as the PVH driver domain with the guests' configs under /nc2dd, netback serving.
 fn start_nc2dd(test: &str, guest_cfgs: &[(&str, String)]) -> (XenBed, u32) {
-    let _ = fs::create_dir_all(xenbed::log_dir());
-    let _ = fs::remove_file(xenbed::log_dir().join(format!("{test}.times")));
-    if let Err(e) = xenbed::check_qemu() {
-        panic!("{e}");
-    }
-    let bed_files = xenbed::build_bed(Flavour::Pvh).unwrap_or_else(|e| panic!("{e}"));
-    let art = nc2dd_tests::qemu::artefacts();
-    let read = |p: &Path| fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
-    let mut files = vec![
-        ("nc2dd.elf".to_string(), read(&art.kernel)),
-        ("nc2dd-modules.bin".to_string(), read(&art.module)),
-        ("nc2dd.cfg".to_string(), nc2dd_cfg().into_bytes()),
-        ("vmlinuz".to_string(), read(&bed_files.vmlinuz)),
-        (
-            "guest-initrd.cpio".to_string(),
-            guest_initramfs(&bed_files.initramfs),
-        ),
-    ];
-    for (name, cfg) in guest_cfgs {
-        files.push((format!("{name}.cfg"), cfg.clone().into_bytes()));
-    }
-    let mut cfg = BedConfig::new(test);
-    cfg.dom0_files = files;
-    cfg.overall_timeout = Duration::from_secs(600);
-    let mut bed = XenBed::boot(cfg).unwrap_or_else(|e| fail(test, e));
-    report(
+    guests::start_pvh_nc2dd(
         test,
-        &format!(
-            "Xen + dom0 boot to shell: {:.1} s",
-            bed.boot_time.as_secs_f64()
-        ),
-    );
-    for m in NC2DD_FAIL_MARKERS {
-        bed.add_fail_marker(m);
-    }
-    let dd = bed
-        .xl_create("/nc2dd/nc2dd.cfg", "nc2dd", Duration::from_secs(120))
-        .unwrap_or_else(|e| fail(test, e));
-    let serving = bed
-        .wait_for("netback: serving vifs of domain", Duration::from_secs(180))
-        .unwrap_or_else(|e| fail(test, e));
-    assert!(
-        serving.line.contains(&dd.console_prefix),
-        "netback's line came from another console: {}",
-        serving.line
-    );
-    report(
-        test,
-        &format!(
-            "xl create nc2dd to netback serving: {:.1} s",
-            serving
-                .arrived
-                .saturating_duration_since(dd.started)
-                .as_secs_f64()
-        ),
-    );
-    (bed, dd.domid)
+        Vec::new(),
+        guest_cfgs,
+        NC2DD_FAIL_MARKERS,
+        Duration::from_secs(600),
+    )
 }
 
 #[test]

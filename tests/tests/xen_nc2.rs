@@ -30,9 +30,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nc2dd_tests::guests::{self, fail, guest_log, nc2_guest_cfg, report, wait_line};
-use nc2dd_tests::xenbed::{self, BedConfig, BedError, Flavour, XenBed};
+use nc2dd_tests::xenbed::{self, BedError, XenBed};
 
-const NC2DD_IP: &str = "192.0.2.2";
+const NC2DD_IP: &str = guests::PVH_NC2DD_IP;
 
 const FAIL_MARKERS: &[&str] = &[
     "NC2DD_FAIL",
@@ -45,69 +45,16 @@ const FAIL_MARKERS: &[&str] = &[
     "NC2_GUEST_PING_LOST",
 ];
 
-fn nc2dd_cfg() -> String {
-    format!(
-        r#"name = "nc2dd"
-type = "pvh"
-kernel = "/nc2dd/nc2dd.elf"
-ramdisk = "/nc2dd/nc2dd-modules.bin"
-cmdline = "nc2dd.netback.ip={NC2DD_IP}"
-memory = 64
-vcpus = 2
-on_poweroff = "destroy"
-on_reboot = "destroy"
-on_crash = "destroy"
-"#
-    )
-}
-
-/// Boots the bed with nc2dd, the nc2-guest image, the Linux guest files and `cfgs`, starts
-/// nc2dd and waits until netback serves. Returns the bed and nc2dd's domain id.
+/// nc2dd as the PVH driver domain, with the nc2-guest image and `cfgs` under /nc2dd, netback
+/// serving.
 fn start_nc2dd(test: &str, cfgs: &[(&str, String)]) -> (XenBed, u32) {
-    let _ = fs::create_dir_all(xenbed::log_dir());
-    let _ = fs::remove_file(xenbed::log_dir().join(format!("{test}.times")));
-    if let Err(e) = xenbed::check_qemu() {
-        panic!("{e}");
-    }
-    let bed_files = xenbed::build_bed(Flavour::Pvh).unwrap_or_else(|e| panic!("{e}"));
-    let art = nc2dd_tests::qemu::artefacts();
     let guest = guests::nc2_guest_image();
     let read = |p: &Path| fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
-    let mut files = vec![
-        ("nc2dd.elf".to_string(), read(&art.kernel)),
-        ("nc2dd-modules.bin".to_string(), read(&art.module)),
-        ("nc2dd.cfg".to_string(), nc2dd_cfg().into_bytes()),
+    let extra = vec![
         ("nc2-guest.elf".to_string(), read(&guest.kernel)),
         ("nc2-guest-modules.bin".to_string(), read(&guest.module)),
-        ("vmlinuz".to_string(), read(&bed_files.vmlinuz)),
-        (
-            "guest-initrd.cpio".to_string(),
-            guests::guest_initramfs(&bed_files.initramfs),
-        ),
     ];
-    for (name, cfg) in cfgs {
-        files.push((format!("{name}.cfg"), cfg.clone().into_bytes()));
-    }
-    let mut cfg = BedConfig::new(test);
-    cfg.dom0_files = files;
-    cfg.overall_timeout = Duration::from_secs(900);
-    let mut bed = XenBed::boot(cfg).unwrap_or_else(|e| fail(test, e));
-    report(
-        test,
-        &format!(
-            "Xen + dom0 boot to shell: {:.1} s",
-            bed.boot_time.as_secs_f64()
-        ),
-    );
-    for m in FAIL_MARKERS {
-        bed.add_fail_marker(m);
-    }
-    let dd = bed
-        .xl_create("/nc2dd/nc2dd.cfg", "nc2dd", Duration::from_secs(120))
-        .unwrap_or_else(|e| fail(test, e));
-    bed.wait_for("netback: serving vifs of domain", Duration::from_secs(180))
-        .unwrap_or_else(|e| fail(test, e));
-    (bed, dd.domid)
+    guests::start_pvh_nc2dd(test, extra, cfgs, FAIL_MARKERS, Duration::from_secs(900))
 }
 
 /// How long one dom0 command may take: dom0 shares two emulated CPUs with the guests booting

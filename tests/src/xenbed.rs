@@ -890,8 +890,14 @@ fn qemu_args(files: &BedFiles, initrd: &Path, cfg: &BedConfig) -> Result<Vec<Str
         Netdev::Socket(spec) => format!("socket,id=n0,{spec}"),
         Netdev::Spec(spec) => spec.clone(),
     };
+    // `no-sharept`: the emulated CPU is AMD (SVM, NPT) and the emulated IOMMU Intel (VT-d). Xen
+    // reads the VMX EPT capability MSR as zero under TCG and then shares the NPT-format p2m
+    // with VT-d; after a p2m change it flushes only AMD IOMMUs, so the VT-d IOTLB would keep
+    // translations for pages a passthrough domain no longer owns (grant unmaps). Separate VT-d
+    // tables get VT-d's own flushes.
     let mut xen_cmdline =
-        "console=com1 com1=115200,8n1 dom0_mem=512M noreboot guest_loglvl=all iommu=1".to_string();
+        "console=com1 com1=115200,8n1 dom0_mem=512M noreboot guest_loglvl=all iommu=1,no-sharept"
+            .to_string();
     if !cfg.xen_cmdline_extra.is_empty() {
         xen_cmdline.push(' ');
         xen_cmdline.push_str(&cfg.xen_cmdline_extra);
@@ -1028,18 +1034,43 @@ pub fn cpio_newc(entries: &[CpioEntry<'_>]) -> Vec<u8> {
     out
 }
 
-/// Runs a nested-Xen test body, once more if it failed because a domain triple-faulted or
-/// stalled.
+/// Runs a nested-Xen test body, once more if it failed in one of the bed's known rare ways
+/// ([`known_bed_fault`]).
 ///
-/// Two rare failures are not understood yet: a domain triple-faulting at the moment dom0 was
-/// creating another domain (the register dump is Xen's own), and nc2dd's vCPU spinning in the
+/// Three rare failures are not understood yet: a domain triple-faulting at the moment dom0 was
+/// creating another domain (the register dump is Xen's own); nc2dd's vCPU spinning in the
 /// kernel with interrupts off, its event-channel upcall waiting for the gateway lock that no
-/// one should hold (the Xen debug-key dump a timed-out wait takes shows the RIP). Such a failure
-/// keeps its serial logs (renamed `*.triple-fault.log`), says so loudly, and the test runs
-/// again; any other failure, or a second one, fails the test.
-pub fn retry_on_triple_fault(name: &str, body: impl Fn()) {
-    retry_keeping(name, body, keep_triple_fault_logs)
+/// one should hold (the Xen debug-key dump a timed-out wait takes shows the RIP); and dom0's
+/// `xl` aborting on a corrupted heap of its own while it creates a guest (seen once, with
+/// `malloc(): corrupted top size`). Such a failure keeps its serial logs (renamed
+/// `*.bed-fault.log`), says so loudly, and the test runs again; any other failure, or a second
+/// one, fails the test.
+pub fn retry_on_bed_fault(name: &str, body: impl Fn()) {
+    retry_keeping(name, body, keep_bed_fault_logs)
 }
+
+/// Which known rare bed failure, if any, a test's panic message shows.
+pub fn known_bed_fault(msg: &str) -> Option<&'static str> {
+    if msg.contains("Triple fault") {
+        Some("a domain triple-faulted")
+    } else if msg.contains("timed out after") {
+        // A timed-out wait whose poke found nc2dd's vCPU spinning in the kernel with
+        // interrupts off (the gateway's upcall waiting for the gateway lock, seen twice).
+        Some("a wait timed out")
+    } else if msg.contains("dom0 command") && DOM0_TOOL_CRASHES.iter().any(|m| msg.contains(m)) {
+        Some("a dom0 tool crashed")
+    } else {
+        None
+    }
+}
+
+/// What glibc and the shell print when a dom0 tool dies of a corrupted heap or a bad access.
+const DOM0_TOOL_CRASHES: [&str; 4] = [
+    "malloc(): ",
+    "free(): ",
+    "Segmentation fault",
+    "double free or corruption",
+];
 
 fn retry_keeping(name: &str, body: impl Fn(), keep_logs: impl Fn() -> Vec<String>) {
     let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&body));
@@ -1049,23 +1080,20 @@ fn retry_keeping(name: &str, body: impl Fn(), keep_logs: impl Fn() -> Vec<String
         .cloned()
         .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default();
-    // A timed-out wait whose poke found nc2dd's vCPU spinning in the kernel with interrupts
-    // off (the gateway's upcall waiting for the gateway lock, seen twice) is retried too.
-    let stalled = msg.contains("timed out after");
-    if !msg.contains("Triple fault") && !stalled {
+    let Some(what) = known_bed_fault(&msg) else {
         std::panic::resume_unwind(e);
-    }
+    };
     let kept = keep_logs();
     eprintln!(
-        "[{name}] WARNING: a domain triple-faulted or stalled ({}); logs kept: {}; running the test once more",
+        "[{name}] WARNING: {what} ({}); logs kept: {}; running the test once more",
         msg.lines().next().unwrap_or(""),
         kept.join(", ")
     );
     body();
 }
 
-/// Renames the fresh serial logs that show a triple fault to `*.triple-fault.log`.
-fn keep_triple_fault_logs() -> Vec<String> {
+/// Renames the fresh serial logs that show a known bed fault to `*.bed-fault.log`.
+fn keep_bed_fault_logs() -> Vec<String> {
     let mut kept = Vec::new();
     if let Ok(dir) = fs::read_dir(log_dir()) {
         for f in dir.flatten() {
@@ -1075,12 +1103,14 @@ fn keep_triple_fault_logs() -> Vec<String> {
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < Duration::from_secs(3600)));
             let is_log = p.extension().is_some_and(|x| x == "log")
-                && !p.to_string_lossy().ends_with(".triple-fault.log");
+                && !p.to_string_lossy().ends_with(".bed-fault.log");
             let failed = fs::read(&p).is_ok_and(|b| {
-                contains(&b, b"Triple fault") || contains(&b, b"poking Xen's console")
+                contains(&b, b"Triple fault")
+                    || contains(&b, b"poking Xen's console")
+                    || DOM0_TOOL_CRASHES.iter().any(|m| contains(&b, m.as_bytes()))
             });
             if fresh && is_log && failed {
-                let to = p.with_extension("triple-fault.log");
+                let to = p.with_extension("bed-fault.log");
                 if fs::rename(&p, &to).is_ok() {
                     kept.push(to.display().to_string());
                 }
@@ -1132,6 +1162,34 @@ mod tests {
             retry_keeping("unit", || panic!("Triple fault again"), none);
         });
         assert!(twice.is_err(), "a second triple fault fails");
+    }
+
+    #[test]
+    fn known_bed_faults_are_told_apart_from_real_failures() {
+        let xl_abort = "dom0 command \"xl create -p /nc2dd/wire-a.cfg\" exited 134; output:\n\
+                        Parsing config from /nc2dd/wire-a.cfg\nmalloc(): corrupted top size\nAborted";
+        assert_eq!(known_bed_fault(xl_abort), Some("a dom0 tool crashed"));
+        assert_eq!(
+            known_bed_fault("(XEN) d3v0 Triple fault - invoking HVM shutdown action 1"),
+            Some("a domain triple-faulted")
+        );
+        assert_eq!(
+            known_bed_fault("waiting for \"netback: serving\" timed out after 60 s"),
+            Some("a wait timed out")
+        );
+        // A dom0 command that fails on its own terms, or a guest's malloc message that did not
+        // come from a dom0 command, is a real failure.
+        assert_eq!(
+            known_bed_fault(
+                "dom0 command \"xl create /nc2dd/g.cfg\" exited 3; output: libxl: error"
+            ),
+            None
+        );
+        assert_eq!(
+            known_bed_fault("guest said: malloc(): corrupted top size"),
+            None
+        );
+        assert_eq!(known_bed_fault("checksums differ"), None);
     }
 
     use super::*;

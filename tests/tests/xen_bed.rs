@@ -214,7 +214,7 @@ fn create_and_pass(bed: &mut XenBed, test: &str, name: &str, cfg_path: &str) {
 
 #[test]
 fn nc2dd_runs_as_pvh_domu_in_nested_xen() {
-    xenbed::retry_on_triple_fault("nc2dd_runs_as_pvh_domu_in_nested_xen", || {
+    xenbed::retry_on_bed_fault("nc2dd_runs_as_pvh_domu_in_nested_xen", || {
         const TEST: &str = "nc2dd_pvh_domu";
         let mut files = vec![("nc2dd.elf".to_string(), load_elf())];
         let mut xl_cfg = XL_PVH_CFG.to_string();
@@ -231,7 +231,7 @@ fn nc2dd_runs_as_pvh_domu_in_nested_xen() {
 
 #[test]
 fn hvm_guest_gets_the_passed_through_igb() {
-    xenbed::retry_on_triple_fault("hvm_guest_gets_the_passed_through_igb", || {
+    xenbed::retry_on_bed_fault("hvm_guest_gets_the_passed_through_igb", || {
         // The bed for the NIC-owning driver domain: dom0 with the device model, the outer igb handed to
         // an HVM guest through the emulated VT-d. Stock firmware (hvmloader + SeaBIOS) proves it without
         // depending on nc2dd's own HVM entry.
@@ -319,7 +319,7 @@ fn xenstore_number(bed: &mut XenBed, test: &str, path: &str) -> u32 {
 
 #[test]
 fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
-    xenbed::retry_on_triple_fault(
+    xenbed::retry_on_bed_fault(
         "netback_exchanges_xenstore_grant_and_event_with_dom0",
         || {
             xen_selftest("nc2dd_xen_selftest", false);
@@ -332,7 +332,7 @@ fn netback_exchanges_xenstore_grant_and_event_with_dom0() {
 /// passes the whole test.
 #[test]
 fn a_restarted_netback_gets_its_xen_resources_released() {
-    xenbed::retry_on_triple_fault(
+    xenbed::retry_on_bed_fault(
         "a_restarted_netback_gets_its_xen_resources_released",
         || {
             xen_selftest("nc2dd_xen_selftest_restart", true);

@@ -53,7 +53,7 @@ fn step(bed: &mut XenBed, guide: &str, cmd: &str) -> String {
 
 #[test]
 fn the_deployment_guide_works_on_the_test_bed() {
-    xenbed::retry_on_triple_fault("the_deployment_guide_works_on_the_test_bed", || {
+    xenbed::retry_on_bed_fault("the_deployment_guide_works_on_the_test_bed", || {
         xenbed::check_qemu().unwrap_or_else(|e| panic!("{e}"));
         let guide = guide();
         let _ = fs::create_dir_all(xenbed::log_dir());

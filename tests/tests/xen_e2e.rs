@@ -213,7 +213,7 @@ fn diagnose(bed: &mut XenBed) -> String {
 
 #[test]
 fn linux_guests_reach_a_peer_beyond_the_passed_through_nic() {
-    xenbed::retry_on_triple_fault(
+    xenbed::retry_on_bed_fault(
         "linux_guests_reach_a_peer_beyond_the_passed_through_nic",
         || {
             xenbed::check_qemu().unwrap_or_else(|e| panic!("{e}"));

@@ -57,7 +57,7 @@ fn rx_copies(stats: &str) -> (u64, u64) {
 
 #[test]
 fn a_netchannel2_guest_receives_from_the_passed_through_nic_with_no_copy() {
-    xenbed::retry_on_triple_fault(
+    xenbed::retry_on_bed_fault(
         "a_netchannel2_guest_receives_from_the_passed_through_nic_with_no_copy",
         || {
             xenbed::check_qemu().unwrap_or_else(|e| panic!("{e}"));

@@ -46,7 +46,7 @@ fn start_nc2dd(test: &str, guest_cfgs: &[(&str, String)]) -> (XenBed, u32) {
 
 #[test]
 fn stock_linux_netfront_guest_pings_netback() {
-    xenbed::retry_on_triple_fault("stock_linux_netfront_guest_pings_netback", || {
+    xenbed::retry_on_bed_fault("stock_linux_netfront_guest_pings_netback", || {
         const TEST: &str = "xen_guest_netfront_ping";
         let (mut bed, dd) = start_nc2dd(
             TEST,
@@ -155,7 +155,7 @@ fn stock_linux_netfront_guest_pings_netback() {
 /// file and serves it over HTTP, the client guest fetches it over TCP; the checksums must agree.
 #[test]
 fn two_netfront_guests_transfer_a_file_through_netback() {
-    xenbed::retry_on_triple_fault(
+    xenbed::retry_on_bed_fault(
         "two_netfront_guests_transfer_a_file_through_netback",
         || {
             const TEST: &str = "xen_guest_netfront_transfer";

@@ -286,7 +286,7 @@ fn guest_console_lines_are_taken_out_of_dom0_output() {
 
 #[test]
 fn hostile_frontends_are_disconnected_while_linux_guests_transfer() {
-    xenbed::retry_on_triple_fault(
+    xenbed::retry_on_bed_fault(
         "hostile_frontends_are_disconnected_while_linux_guests_transfer",
         || {
             const TEST: &str = "xen_nc2_hostile";
@@ -531,7 +531,7 @@ fn follow_app(bed: &mut XenBed, test: &str, g: &xenbed::Domain, label: &str, gen
 
 #[test]
 fn nc2_guest_pings_and_sends_a_file_to_linux() {
-    xenbed::retry_on_triple_fault("nc2_guest_pings_and_sends_a_file_to_linux", || {
+    xenbed::retry_on_bed_fault("nc2_guest_pings_and_sends_a_file_to_linux", || {
         const TEST: &str = "xen_nc2_app";
         const SINK: &str = "netfront-sink";
         const APP: &str = "nc2-app";

@@ -32,7 +32,7 @@ fn report_as(test: &str, line: &str) {
 
 #[test]
 fn nc2dd_drives_a_passed_through_nic_as_an_hvm_driver_domain() {
-    xenbed::retry_on_triple_fault(
+    xenbed::retry_on_bed_fault(
         "nc2dd_drives_a_passed_through_nic_as_an_hvm_driver_domain",
         || {
             xenbed::check_qemu().unwrap_or_else(|e| panic!("{e}"));
@@ -112,7 +112,7 @@ const PEER_IP: [u8; 4] = [192, 0, 2, 1];
 /// DMA going through the emulated IOMMU and its interrupts through interrupt remapping.
 #[test]
 fn nc2dd_answers_arp_and_ping_through_a_passed_through_nic() {
-    xenbed::retry_on_triple_fault(
+    xenbed::retry_on_bed_fault(
         "nc2dd_answers_arp_and_ping_through_a_passed_through_nic",
         || {
             xenbed::check_qemu().unwrap_or_else(|e| panic!("{e}"));

@@ -32,6 +32,7 @@ extern crate alloc;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use log::{info, warn};
 use nc2dd_abi::syscall::{self as sys, XenCopySegment, XenMapRequest};
 use nc2dd_abi::system_table::XenRights;
@@ -114,6 +115,61 @@ struct Gateway {
 }
 
 static GATEWAY: spin::Mutex<Option<Gateway>> = spin::Mutex::new(None);
+
+/// Who took [`GATEWAY`] last: a [`Holder`] code, and for a system call its number and task
+/// (`code | n << 8 | task << 32`). Kept for the upcall's report when it waits too long for the
+/// lock, because no context should be holding it then (the upcall runs with interrupts off and
+/// every other holder runs to completion with interrupts off too).
+static HOLDER: AtomicU64 = AtomicU64::new(0);
+
+/// The places that take [`GATEWAY`].
+#[derive(Clone, Copy)]
+enum Holder {
+    BringUp = 1,
+    Upcall = 2,
+    TaskRestarted = 3,
+    Syscall = 4,
+}
+
+/// Takes the gateway lock and records who holds it.
+fn lock(holder: Holder, detail: u64) -> spin::MutexGuard<'static, Option<Gateway>> {
+    let guard = GATEWAY.lock();
+    HOLDER.store(holder as u64 | detail << 8, Ordering::Relaxed);
+    guard
+}
+
+/// Spins this many times on a busy lock before the upcall reports who holds it.
+const UPCALL_PATIENCE: u32 = 1 << 24;
+
+/// The upcall's lock: like [`lock`], but after [`UPCALL_PATIENCE`] spins it logs (once per
+/// boot) the last holder, then keeps waiting.
+fn lock_for_upcall() -> spin::MutexGuard<'static, Option<Gateway>> {
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    let mut spins = 0u32;
+    loop {
+        if let Some(guard) = GATEWAY.try_lock() {
+            HOLDER.store(Holder::Upcall as u64, Ordering::Relaxed);
+            return guard;
+        }
+        spins = spins.saturating_add(1);
+        if spins == UPCALL_PATIENCE && !REPORTED.swap(true, Ordering::Relaxed) {
+            let h = HOLDER.load(Ordering::Relaxed);
+            let site = match h & 0xff {
+                1 => "bring-up",
+                2 => "the upcall",
+                3 => "a task restart",
+                4 => "a system call",
+                _ => "nobody",
+            };
+            warn!(
+                "xen gateway: the upcall has waited {UPCALL_PATIENCE} spins for the gateway lock, last taken by {site} (call {}, task {})",
+                (h >> 8) & 0xff_ffff,
+                h >> 32
+            );
+        }
+        core::hint::spin_loop();
+    }
+}
 
 /// Why a gateway call is refused.
 enum Fail {
@@ -219,7 +275,7 @@ pub fn init(xen: bool, memory_map: &[MemoryRegion], cmdline: &str) {
                 },
                 g.ports.ports()
             );
-            *GATEWAY.lock() = Some(g);
+            *lock(Holder::BringUp, 0) = Some(g);
         }
         Err(e) => warn!("xen gateway: bring-up failed ({e}); gateway calls return ENODEV"),
     }
@@ -362,7 +418,7 @@ fn bring_up(hole: u64, want_fifo: bool) -> Result<Gateway, String> {
 pub fn upcall() {
     let mut posts: Vec<(usize, u64)> = Vec::new();
     {
-        let mut guard = GATEWAY.lock();
+        let mut guard = lock_for_upcall();
         let Some(g) = guard.as_mut() else { return };
         // A scan stops after a bounded number of rounds; a few more catch a storm's tail.
         for _ in 0..4 {
@@ -398,7 +454,7 @@ pub fn upcall() {
 /// the task's next generation cannot end it. The xenstore ring stays attached (the store port
 /// with it): the next generation attaches again and gets the same ring.
 pub fn task_restarted(task: usize, pml4: u64) {
-    let mut guard = GATEWAY.lock();
+    let mut guard = lock(Holder::TaskRestarted, (task as u64) << 24);
     let Some(g) = guard.as_mut() else { return };
     let store = (g.store_owner == Some(task)).then_some(g.platform.store.evtchn);
     let ports: Vec<u32> = g
@@ -454,7 +510,7 @@ pub fn syscall(
     let Some(rights) = rights else {
         return Err(format!("Xen gateway call {n} without Xen rights"));
     };
-    let mut guard = GATEWAY.lock();
+    let mut guard = lock(Holder::Syscall, (n & 0xff_ffff) | (task as u64) << 24);
     let Some(g) = guard.as_mut() else {
         if !handles(n) || n > sys::SYS_XEN_GRANT_BUS {
             return Err(format!("unknown Xen gateway call {n}"));

@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 use crate::xenbed::{self, BedError, CpioEntry, XenBed};
 
 /// A Linux PV guest whose vif names nc2dd as backend; `args` go to its kernel command line
-/// (the init reads `nc2dd.*` from there).
+/// (the init reads `nc2dd.*` from there). `quiet` keeps the kernel's informational messages
+/// off the console, where one landing mid-line once cut a result line (a SHA-256) in two.
 pub fn guest_cfg(name: &str, mac: &str, ip: &str, args: &str) -> String {
     format!(
         r#"name = "{name}"
 type = "pv"
 kernel = "/nc2dd/vmlinuz"
 ramdisk = "/nc2dd/guest-initrd.cpio"
-extra = "console=hvc0 nc2dd.ip={ip} {args}"
+extra = "console=hvc0 quiet nc2dd.ip={ip} {args}"
 memory = 256
 vcpus = 1
 vif = [ "backend=nc2dd,mac={mac},ip={ip}" ]

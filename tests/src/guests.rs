@@ -487,7 +487,7 @@ mod tests {
     fn a_guest_config_names_nc2dd_as_backend_and_passes_its_role() {
         let cfg = guest_cfg("g", "00:16:3e:00:00:0a", "10.0.2.15", "nc2dd.role=wire");
         assert!(cfg.contains(r#"vif = [ "backend=nc2dd,mac=00:16:3e:00:00:0a,ip=10.0.2.15" ]"#));
-        assert!(cfg.contains("extra = \"console=hvc0 nc2dd.ip=10.0.2.15 nc2dd.role=wire\""));
+        assert!(cfg.contains("extra = \"console=hvc0 quiet nc2dd.ip=10.0.2.15 nc2dd.role=wire\""));
         assert!(guest_init().contains("wire)"));
     }
 }

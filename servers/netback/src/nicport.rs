@@ -348,6 +348,25 @@ impl<'a> NicPort<'a> {
 
     /// Handles everything the NIC sent back; received frames go to `out`.
     pub fn poll(&mut self, out: &mut Vec<Frame>) -> Result<(), ChannelError> {
+        let mut via = Vec::new();
+        self.poll_pools(&mut via)?;
+        out.extend(via.into_iter().map(|(_, f)| f));
+        Ok(())
+    }
+
+    /// The MACs whose pools the NIC allocated (and has not been asked to release).
+    pub fn pooled_macs(&self) -> Vec<Mac> {
+        self.pools
+            .iter()
+            .flatten()
+            .filter(|p| matches!(p.state, PoolState::Ready(_)))
+            .map(|p| p.mac)
+            .collect()
+    }
+
+    /// Like [`NicPort::poll`], with each received frame paired with the MAC of the pool it
+    /// came through (the NIC hands a broadcast to every pool that accepts it).
+    pub fn poll_pools(&mut self, out: &mut Vec<(Mac, Frame)>) -> Result<(), ChannelError> {
         let mut replies = [CtrlReply::PoolReleased { pool: 0 }; 16];
         loop {
             let n = self.end.recv_ctrl(&mut replies)?;
@@ -461,7 +480,7 @@ impl<'a> NicPort<'a> {
         (i < self.per_pool()).then_some((k, i as usize))
     }
 
-    fn rx_done(&mut self, d: RxDone, out: &mut Vec<Frame>) -> Option<usize> {
+    fn rx_done(&mut self, d: RxDone, out: &mut Vec<(Mac, Frame)>) -> Option<usize> {
         if d.id & GUEST_ID_BIT != 0 {
             self.guest_rx_done(d);
             return None;
@@ -484,7 +503,7 @@ impl<'a> NicPort<'a> {
                 let mut data = vec![0u8; usize::from(d.len)];
                 read_bytes(self.dma.mem, off, &mut data);
                 self.stats.rx_frames += 1;
-                out.push(Frame::plain(data));
+                out.push((p.mac, Frame::plain(data)));
             }
             RxStatus::Frame => self.stats.bogus += 1,
             RxStatus::Error => self.stats.rx_errors += 1,
@@ -808,9 +827,10 @@ impl<'a> NicPort<'a> {
         let guest_macs = nb.guest_rx_macs();
         self.sync_pools(&nb.port_macs(), &guest_macs)?;
         let mut frames = Vec::new();
-        self.poll(&mut frames)?;
-        for f in frames {
-            nb.nic_receive(f);
+        self.poll_pools(&mut frames)?;
+        let pooled = self.pooled_macs();
+        for (via, f) in frames {
+            nb.nic_receive_via(f, via, &pooled);
         }
         nb.nic_guest_rx_done(&self.take_guest_rx_done());
         for mac in guest_macs {

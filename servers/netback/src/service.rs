@@ -25,7 +25,7 @@ use crate::netif::{NetifQueue, QueueError};
 use crate::nicport::{GuestRxBuf, GuestRxDone, GuestTxBuf, GuestTxDone, NicOut};
 use crate::rate::Credit;
 use crate::responder::Responder;
-use crate::switch::{ETH_HLEN, Frame, Mac, PortId, Switch};
+use crate::switch::{BROADCAST, ETH_HLEN, Frame, Mac, PortId, Switch};
 use crate::xenbus::{Action, VifKey, Xenbus};
 
 /// netback's settings.
@@ -353,6 +353,33 @@ impl<H: Hypervisor> Netback<H> {
     /// A frame from the NIC.
     pub fn nic_receive(&mut self, frame: Frame) {
         self.forward(PortId::Nic, frame);
+    }
+
+    /// A frame from the NIC that came through the pool of MAC `via`; `pooled` are the MACs
+    /// that have a pool. The NIC hands a broadcast to every pool (all accept broadcasts), so
+    /// each copy goes only to the ports behind its own pool: through a vif's pool to that vif;
+    /// through the responder's pool to the responder and to every vif without a pool of its
+    /// own. Every port then gets a broadcast once, not once per pool. Other frames are
+    /// switched as usual.
+    pub fn nic_receive_via(&mut self, frame: Frame, via: Mac, pooled: &[Mac]) {
+        if frame.data.get(..6) != Some(&BROADCAST[..]) {
+            return self.forward(PortId::Nic, frame);
+        }
+        let responder_pool = via == self.cfg.mac;
+        let mac_of: BTreeMap<u32, Option<Mac>> = self
+            .ids
+            .iter()
+            .map(|(k, id)| (*id, self.macs.get(k).copied().flatten()))
+            .collect();
+        self.forward_where(PortId::Nic, frame, |port| match port {
+            PortId::Local => responder_pool,
+            PortId::Nic => false,
+            PortId::Vif(id) => match mac_of.get(&id).copied().flatten() {
+                Some(m) if m == via => true,
+                Some(m) => responder_pool && !pooled.contains(&m),
+                None => responder_pool,
+            },
+        });
     }
 
     /// Frames for the NIC, oldest first. Frames still in a guest's page are read by the CPU
@@ -711,8 +738,14 @@ impl<H: Hypervisor> Netback<H> {
     }
 
     fn forward(&mut self, from: PortId, frame: Frame) {
+        self.forward_where(from, frame, |_| true);
+    }
+
+    /// [`Netback::forward`] to those of the switch's destinations that `keep` accepts.
+    fn forward_where(&mut self, from: PortId, frame: Frame, keep: impl Fn(PortId) -> bool) {
         let mut dests = Vec::new();
         self.switch.route(from, &frame.data, &mut dests);
+        dests.retain(|d| keep(*d));
         let n = dests.len();
         let mut frame = Some(frame);
         for (i, d) in dests.into_iter().enumerate() {

@@ -276,3 +276,74 @@ fn each_guest_gets_its_own_pool_both_ways() {
     assert_eq!(port.pool_of(&mac_of(6)), None);
     assert!(port.pool_of(&mac_of(5)).is_some());
 }
+
+#[test]
+fn a_broadcast_from_the_wire_reaches_each_port_once() {
+    let mem: Vec<AtomicU64> = (0..LAYOUT.words()).map(|_| AtomicU64::new(0)).collect();
+    let dma: &'static OwnedRegion = Box::leak(Box::new(OwnedRegion::new(CFG.dma_bytes())));
+    let end = NetbackEnd::new(&mem, LAYOUT).unwrap();
+    let mut nic = NicEnd::new(&mem, LAYOUT).unwrap();
+    let mut port = NicPort::new(
+        end,
+        DmaRegion {
+            mem: dma.mem(),
+            bus: BUS,
+        },
+        CFG,
+    )
+    .unwrap();
+    let mut fake = FakeNic {
+        pools: Vec::new(),
+        rx: Vec::new(),
+    };
+    let mut nb = netback();
+    nb.attach_nic();
+    for dom in [5, 6] {
+        toolstack_add(nb.hv_mut(), dom, 0);
+    }
+    nb.poll();
+    let mut a = Guest::connect(nb.hv_mut(), 5, 0, GuestOpts::default());
+    let mut b = Guest::connect(nb.hv_mut(), 6, 0, GuestOpts::default());
+    nb.poll();
+    port.sync_macs(&nb.port_macs()).unwrap();
+    fake.serve_ctrl(&mut nic);
+    let mut frames = Vec::new();
+    port.poll(&mut frames).unwrap();
+    fake.take_posts(&mut nic);
+
+    // A third guest connects now: its pool is asked for in the next exchange but not ready.
+    toolstack_add(nb.hv_mut(), 7, 0);
+    nb.poll();
+    let mut c = Guest::connect(nb.hv_mut(), 7, 0, GuestOpts::default());
+    nb.poll();
+
+    // The wire asks who has the responder's address; the NIC hands the broadcast to each of
+    // the three pools (responder, a, b).
+    let cfg = netback::Config::default();
+    let who_has = netback::responder::arp_request(WIRE, [10, 0, 0, 77], cfg.ip);
+    for mac in [cfg.mac, mac_of(5), mac_of(6)] {
+        fake.receive(&mut nic, dma, mac, &who_has);
+    }
+    port.exchange(&mut nb).unwrap();
+    assert_eq!(port.stats.rx_frames, 3);
+    settle(&mut nb, &mut [&mut a, &mut b, &mut c]);
+    for (name, g) in [("a", &a), ("b", &b), ("c (no pool yet)", &c)] {
+        assert_eq!(g.received.len(), 1, "guest {name} got the broadcast once");
+        assert_eq!(g.received[0].data, who_has);
+    }
+    // The responder answered once, through its own pool.
+    port.transmit(nb.take_nic_frames()).unwrap();
+    let tx = take_tx(&mut nic);
+    assert_eq!(tx.len(), 1, "one ARP reply");
+    assert_eq!(tx[0].pool, fake.pool_of(cfg.mac));
+    assert_eq!(&bytes(dma, &tx[0])[0..6], &WIRE);
+
+    // A unicast frame is switched as before, whichever pool it came through.
+    let to_a = frame(mac_of(5), WIRE, 100, 9);
+    fake.receive(&mut nic, dma, mac_of(5), &to_a);
+    port.exchange(&mut nb).unwrap();
+    settle(&mut nb, &mut [&mut a, &mut b, &mut c]);
+    assert_eq!(a.received.len(), 2);
+    assert_eq!(a.received[1].data, to_a);
+    assert_eq!((b.received.len(), c.received.len()), (1, 1));
+}

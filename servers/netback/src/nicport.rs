@@ -365,7 +365,7 @@ impl<'a> NicPort<'a> {
     }
 
     /// Like [`NicPort::poll`], with each received frame paired with the MAC of the pool it
-    /// came through (the NIC hands a broadcast to every pool that accepts it).
+    /// came through (the NIC hands a broadcast or multicast frame to every pool that accepts it).
     pub fn poll_pools(&mut self, out: &mut Vec<(Mac, Frame)>) -> Result<(), ChannelError> {
         let mut replies = [CtrlReply::PoolReleased { pool: 0 }; 16];
         loop {

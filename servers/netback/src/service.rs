@@ -25,7 +25,7 @@ use crate::netif::{NetifQueue, QueueError};
 use crate::nicport::{GuestRxBuf, GuestRxDone, GuestTxBuf, GuestTxDone, NicOut};
 use crate::rate::Credit;
 use crate::responder::Responder;
-use crate::switch::{BROADCAST, ETH_HLEN, Frame, Mac, PortId, Switch};
+use crate::switch::{ETH_HLEN, Frame, Mac, PortId, Switch};
 use crate::xenbus::{Action, VifKey, Xenbus};
 
 /// netback's settings.
@@ -356,13 +356,14 @@ impl<H: Hypervisor> Netback<H> {
     }
 
     /// A frame from the NIC that came through the pool of MAC `via`; `pooled` are the MACs
-    /// that have a pool. The NIC hands a broadcast to every pool (all accept broadcasts), so
-    /// each copy goes only to the ports behind its own pool: through a vif's pool to that vif;
-    /// through the responder's pool to the responder and to every vif without a pool of its
-    /// own. Every port then gets a broadcast once, not once per pool. Other frames are
-    /// switched as usual.
+    /// that have a pool. Every pool accepts broadcasts and all multicast, so the NIC hands a
+    /// group-addressed frame to every pool, and each copy goes only to the ports behind its
+    /// own pool: through a vif's pool to that vif; through the responder's pool to the
+    /// responder and to every vif without a pool of its own. Every port then gets it once,
+    /// not once per pool. Unicast frames are switched as usual.
     pub fn nic_receive_via(&mut self, frame: Frame, via: Mac, pooled: &[Mac]) {
-        if frame.data.get(..6) != Some(&BROADCAST[..]) {
+        let group = frame.data.first().is_some_and(|b| b & 1 == 1);
+        if !group {
             return self.forward(PortId::Nic, frame);
         }
         let responder_pool = via == self.cfg.mac;

@@ -278,7 +278,7 @@ fn each_guest_gets_its_own_pool_both_ways() {
 }
 
 #[test]
-fn a_broadcast_from_the_wire_reaches_each_port_once() {
+fn a_broadcast_or_multicast_from_the_wire_reaches_each_port_once() {
     let mem: Vec<AtomicU64> = (0..LAYOUT.words()).map(|_| AtomicU64::new(0)).collect();
     let dma: &'static OwnedRegion = Box::leak(Box::new(OwnedRegion::new(CFG.dma_bytes())));
     let end = NetbackEnd::new(&mem, LAYOUT).unwrap();
@@ -338,12 +338,25 @@ fn a_broadcast_from_the_wire_reaches_each_port_once() {
     assert_eq!(tx[0].pool, fake.pool_of(cfg.mac));
     assert_eq!(&bytes(dma, &tx[0])[0..6], &WIRE);
 
+    // So does a multicast frame (every pool accepts all multicast): IPv6 all-nodes here.
+    let mut all_nodes = frame([0x33, 0x33, 0, 0, 0, 1], WIRE, 90, 7);
+    all_nodes[12..14].copy_from_slice(&[0x86, 0xdd]);
+    for mac in [cfg.mac, mac_of(5), mac_of(6)] {
+        fake.receive(&mut nic, dma, mac, &all_nodes);
+    }
+    port.exchange(&mut nb).unwrap();
+    settle(&mut nb, &mut [&mut a, &mut b, &mut c]);
+    for (name, g) in [("a", &a), ("b", &b), ("c (no pool yet)", &c)] {
+        assert_eq!(g.received.len(), 2, "guest {name} got the multicast once");
+        assert_eq!(g.received[1].data, all_nodes);
+    }
+
     // A unicast frame is switched as before, whichever pool it came through.
     let to_a = frame(mac_of(5), WIRE, 100, 9);
     fake.receive(&mut nic, dma, mac_of(5), &to_a);
     port.exchange(&mut nb).unwrap();
     settle(&mut nb, &mut [&mut a, &mut b, &mut c]);
-    assert_eq!(a.received.len(), 2);
-    assert_eq!(a.received[1].data, to_a);
-    assert_eq!((b.received.len(), c.received.len()), (1, 1));
+    assert_eq!(a.received.len(), 3);
+    assert_eq!(a.received[2].data, to_a);
+    assert_eq!((b.received.len(), c.received.len()), (2, 2));
 }

@@ -302,6 +302,108 @@ pub fn start_pvh_nc2dd(
     (bed, dd.domid)
 }
 
+/// What Xen says about nc2dd when it stalls: its vCPU times a few seconds apart (spinning or
+/// blocked) and the event channels (`xl debug-keys e`).
+pub fn diagnose_nc2dd(bed: &mut XenBed) -> String {
+    bed.run(
+        "xl vcpu-list nc2dd; sleep 5; xl vcpu-list nc2dd; xl debug-keys e; xl dmesg | tail -n 60",
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| format!("(no answer: {e})"))
+}
+
+/// Boots the HVM bed with QEMU's NIC on `netdev`, nc2dd's standalone image, the bundle's
+/// driver-domain config (`nc2dd-hvm.cfg`), the Linux guests' kernel and initramfs and `extra`
+/// files under /nc2dd; dom0 gets 1 GiB (nc2dd's device model and unpacked guest kernels live in
+/// its RAM next to the initramfs: at 512 MiB xl once failed to decompress a guest kernel).
+/// Hides the igb with `xl pci-assignable-add`, creates nc2dd with it passed through and waits
+/// for each of `steps` on nc2dd's console (the servers' lines interleave in any order, so each
+/// is looked for from the start), reporting its time. A step that does not come ends the test
+/// with what Xen says about nc2dd. Returns the bed and nc2dd's domain.
+pub fn start_hvm_nc2dd(
+    test: &str,
+    netdev: xenbed::Netdev,
+    extra: Vec<(String, Vec<u8>)>,
+    fail_markers: &[&str],
+    steps: &[&str],
+) -> (XenBed, xenbed::Domain) {
+    let _ = fs::create_dir_all(xenbed::log_dir());
+    let _ = fs::remove_file(xenbed::log_dir().join(format!("{test}.times")));
+    if let Err(e) = xenbed::check_qemu() {
+        panic!("{e}");
+    }
+    let bed_files = xenbed::build_bed(xenbed::Flavour::Hvm).unwrap_or_else(|e| panic!("{e}"));
+    let art = crate::qemu::artefacts();
+    let read = |p: &Path| fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    let mut files = vec![
+        ("nc2dd.elf".to_string(), read(&art.standalone)),
+        (
+            "nc2dd-hvm.cfg".to_string(),
+            hvm_driver_domain_cfg().into_bytes(),
+        ),
+        ("vmlinuz".to_string(), read(&bed_files.vmlinuz)),
+        (
+            "guest-initrd.cpio".to_string(),
+            guest_initramfs(&bed_files.initramfs),
+        ),
+    ];
+    files.extend(extra);
+    let mut cfg = xenbed::BedConfig::new(test);
+    cfg.flavour = xenbed::Flavour::Hvm;
+    cfg.netdev = netdev;
+    cfg.dom0_files = files;
+    cfg.overall_timeout = Duration::from_secs(1200);
+    // The later option wins on Xen's command line.
+    cfg.xen_cmdline_extra = "dom0_mem=1024M".into();
+    let mut bed = XenBed::boot(cfg).unwrap_or_else(|e| fail(test, e));
+    for m in fail_markers {
+        bed.add_fail_marker(m);
+    }
+    report(
+        test,
+        &format!(
+            "Xen + dom0 boot to shell: {:.1} s",
+            bed.boot_time.as_secs_f64()
+        ),
+    );
+    bed.run(
+        "xl pci-assignable-add 0000:00:04.0",
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| fail(test, e));
+    let dd = bed
+        .xl_create("/nc2dd/nc2dd-hvm.cfg", "nc2dd", Duration::from_secs(120))
+        .unwrap_or_else(|e| fail(test, e));
+    let from = bed.cursor();
+    for step in steps {
+        bed.rewind(from);
+        let m = bed
+            .wait_for(step, Duration::from_secs(240))
+            .unwrap_or_else(|e| {
+                let diag = diagnose_nc2dd(&mut bed);
+                panic!(
+                    "{e}\nwhat Xen says about nc2dd:\n{diag}\nserial log: {}",
+                    xenbed::log_dir().join(format!("{test}.log")).display()
+                )
+            });
+        assert!(
+            m.line.contains(&dd.console_prefix),
+            "{step:?} came from another console: {}",
+            m.line
+        );
+        report(
+            test,
+            &format!(
+                "xl create nc2dd to {step:?}: {:.1} s",
+                m.arrived
+                    .saturating_duration_since(dd.started)
+                    .as_secs_f64()
+            ),
+        );
+    }
+    (bed, dd)
+}
+
 /// The NIC pool netback logged for vif MAC `mac` (its "NIC pool N for vif MAC m" line after
 /// console position `from`).
 pub fn nic_pool_of(bed: &mut XenBed, test: &str, from: usize, mac: &str, timeout: Duration) -> u32 {

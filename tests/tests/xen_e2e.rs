@@ -23,8 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nc2dd_tests::guests::{
     self, fail, guest_log, guest_verdict, read_key, report, start_guest, sums_after,
 };
-use nc2dd_tests::qemu;
-use nc2dd_tests::xenbed::{self, BedConfig, Flavour, Netdev, XenBed};
+use nc2dd_tests::xenbed::{self, Netdev, XenBed};
 
 const TEST: &str = "xen_e2e_guests_reach_the_wire";
 
@@ -201,16 +200,6 @@ fn agains(bed: &mut XenBed, name: &str, sha: &str) -> usize {
     sums.len()
 }
 
-/// What Xen says about nc2dd when it stalls: its vCPU times a few seconds apart (spinning or
-/// blocked) and the event channels (`xl debug-keys e`).
-fn diagnose(bed: &mut XenBed) -> String {
-    bed.run(
-        "xl vcpu-list nc2dd; sleep 5; xl vcpu-list nc2dd; xl debug-keys e; xl dmesg | tail -n 60",
-        Duration::from_secs(60),
-    )
-    .unwrap_or_else(|e| format!("(no answer: {e})"))
-}
-
 #[test]
 fn linux_guests_reach_a_peer_beyond_the_passed_through_nic() {
     xenbed::retry_on_bed_fault(
@@ -219,29 +208,13 @@ fn linux_guests_reach_a_peer_beyond_the_passed_through_nic() {
             xenbed::check_qemu().unwrap_or_else(|e| panic!("{e}"));
             let logs = xenbed::log_dir();
             let _ = fs::create_dir_all(&logs);
-            let _ = fs::remove_file(logs.join(format!("{TEST}.times")));
             let (resp, sha) = write_file(&logs);
             let resp = resp.to_string_lossy().into_owned();
             assert!(
                 !resp.contains(',') && !resp.contains(' '),
                 "the response path {resp:?} cannot go into a -netdev argument"
             );
-            let art = qemu::artefacts();
-            let bed_files = xenbed::build_bed(Flavour::Hvm).unwrap_or_else(|e| panic!("{e}"));
-            let read =
-                |p: &Path| fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
-            let mut files = vec![
-                ("nc2dd.elf".to_string(), read(&art.standalone)),
-                (
-                    "nc2dd-hvm.cfg".to_string(),
-                    guests::hvm_driver_domain_cfg().into_bytes(),
-                ),
-                ("vmlinuz".to_string(), read(&bed_files.vmlinuz)),
-                (
-                    "guest-initrd.cpio".to_string(),
-                    guests::guest_initramfs(&bed_files.initramfs),
-                ),
-            ];
+            let mut files = Vec::new();
             for g in [&A, &B] {
                 let args = format!("nc2dd.role=wire nc2dd.peer={GATEWAY} nc2dd.server={SERVER}");
                 files.push((
@@ -249,68 +222,21 @@ fn linux_guests_reach_a_peer_beyond_the_passed_through_nic() {
                     guests::guest_cfg(g.name, g.mac, g.ip, &args).into_bytes(),
                 ));
             }
-            let mut cfg = BedConfig::new(TEST);
-            cfg.flavour = Flavour::Hvm;
-            cfg.netdev = Netdev::Spec(format!(
-                "user,id=n0,restrict=on,guestfwd=tcp:{SERVER}:80-cmd:sh -c \"cat {resp}; exec cat >/dev/null\""
-            ));
-            cfg.dom0_files = files;
-            cfg.overall_timeout = Duration::from_secs(1200);
-            // dom0 runs nc2dd's device model and unpacks two guest kernels while its initramfs (the
-            // HVM flavour's, with the guests' files) lives in RAM: at 512 MiB, xl once failed to
-            // decompress the second guest's kernel.
-            cfg.xen_cmdline_extra = "dom0_mem=1024M".into();
-            let mut bed = XenBed::boot(cfg).unwrap_or_else(|e| fail(TEST, e));
-            for m in FAIL_MARKERS {
-                bed.add_fail_marker(m);
-            }
-            report(
-                TEST,
-                &format!(
-                    "Xen + dom0 boot to shell: {:.1} s",
-                    bed.boot_time.as_secs_f64()
-                ),
-            );
-            bed.run(
-                "xl pci-assignable-add 0000:00:04.0",
-                Duration::from_secs(60),
-            )
-            .unwrap_or_else(|e| fail(TEST, e));
-
             // nc2dd up: netback serving, nic-ixgbe driving the igb, netback's first pool allocated.
-            let dd = bed
-                .xl_create("/nc2dd/nc2dd-hvm.cfg", "nc2dd", Duration::from_secs(120))
-                .unwrap_or_else(|e| fail(TEST, e));
-            // The servers' lines interleave in any order: each step is looked for from the start.
-            let from = bed.cursor();
-            for step in [
-                "netback: serving vifs of domain",
-                "nic-ixgbe: link up",
-                "netback: NIC port up",
-                "netback: NIC pool",
-            ] {
-                bed.rewind(from);
-                let m = bed
-                    .wait_for(step, Duration::from_secs(240))
-                    .unwrap_or_else(|e| {
-                        let diag = diagnose(&mut bed);
-                        panic!("{e}\nwhat Xen says about nc2dd:\n{diag}")
-                    });
-                assert!(
-                    m.line.contains(&dd.console_prefix),
-                    "{step:?} came from another console: {}",
-                    m.line
-                );
-                report(
-                    TEST,
-                    &format!(
-                        "xl create nc2dd to {step:?}: {:.1} s",
-                        m.arrived
-                            .saturating_duration_since(dd.started)
-                            .as_secs_f64()
-                    ),
-                );
-            }
+            let (mut bed, dd) = guests::start_hvm_nc2dd(
+                TEST,
+                Netdev::Spec(format!(
+                    "user,id=n0,restrict=on,guestfwd=tcp:{SERVER}:80-cmd:sh -c \"cat {resp}; exec cat >/dev/null\""
+                )),
+                files,
+                FAIL_MARKERS,
+                &[
+                    "netback: serving vifs of domain",
+                    "nic-ixgbe: link up",
+                    "netback: NIC port up",
+                    "netback: NIC pool",
+                ],
+            );
 
             // Guest A alone: pings the peer, downloads the file.
             let before_a = bed.cursor();

@@ -16,11 +16,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nc2dd_tests::guests::{
-    self, fail, guest_verdict, nc2_guest_cfg, nc2_guest_image, read_key, report, start_guest,
-    sums_after, wait_line,
+    self, guest_verdict, nc2_guest_cfg, nc2_guest_image, read_key, report, start_guest, sums_after,
+    wait_line,
 };
-use nc2dd_tests::qemu;
-use nc2dd_tests::xenbed::{self, BedConfig, Flavour, Netdev, XenBed};
+use nc2dd_tests::xenbed::{self, Netdev};
 
 const TEST: &str = "xen_e2e_nc2_zero_copy";
 
@@ -63,7 +62,6 @@ fn a_netchannel2_guest_receives_from_the_passed_through_nic_with_no_copy() {
             xenbed::check_qemu().unwrap_or_else(|e| panic!("{e}"));
             let logs = xenbed::log_dir();
             let _ = fs::create_dir_all(&logs);
-            let _ = fs::remove_file(logs.join(format!("{TEST}.times")));
             // The file the Linux guest downloads, as an HTTP response, and where the sink's hash goes.
             let body: Vec<u8> = (0..128 * 1024u32)
                 .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -99,9 +97,7 @@ fn a_netchannel2_guest_receives_from_the_passed_through_nic_with_no_copy() {
                 );
             }
 
-            let art = qemu::artefacts();
             let g = nc2_guest_image();
-            let bed_files = xenbed::build_bed(Flavour::Hvm).unwrap_or_else(|e| panic!("{e}"));
             let read =
                 |p: &Path| fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
             let nc2_args = format!(
@@ -109,76 +105,30 @@ fn a_netchannel2_guest_receives_from_the_passed_through_nic_with_no_copy() {
             );
             let linux_args = format!("nc2dd.role=wire nc2dd.peer={GATEWAY} nc2dd.server={HTTP}");
             let files = vec![
-                ("nc2dd.elf".to_string(), read(&art.standalone)),
-                (
-                    "nc2dd-hvm.cfg".to_string(),
-                    guests::hvm_driver_domain_cfg().into_bytes(),
-                ),
                 ("nc2-guest.elf".to_string(), read(&g.kernel)),
                 ("nc2-guest-modules.bin".to_string(), read(&g.module)),
                 (
                     format!("{NC2_NAME}.cfg"),
                     nc2_guest_cfg(NC2_NAME, NC2_MAC, &nc2_args).into_bytes(),
                 ),
-                ("vmlinuz".to_string(), read(&bed_files.vmlinuz)),
-                (
-                    "guest-initrd.cpio".to_string(),
-                    guests::guest_initramfs(&bed_files.initramfs),
-                ),
                 (
                     format!("{LINUX_NAME}.cfg"),
                     guests::guest_cfg(LINUX_NAME, LINUX_MAC, "10.0.2.15", &linux_args).into_bytes(),
                 ),
             ];
-            let mut cfg = BedConfig::new(TEST);
-            cfg.flavour = Flavour::Hvm;
-            cfg.netdev = Netdev::Spec(format!(
-                "user,id=n0,restrict=on,\
+            let (mut bed, dd) = guests::start_hvm_nc2dd(
+                TEST,
+                Netdev::Spec(format!(
+                    "user,id=n0,restrict=on,\
              guestfwd=tcp:{HTTP}:80-cmd:sh -c \"cat {}; exec cat >/dev/null\",\
              guestfwd=tcp:{SINK}:5000-cmd:sh -c \"sha256sum >{}\"",
-                resp_path.display(),
-                sunk.display()
-            ));
-            cfg.dom0_files = files;
-            cfg.overall_timeout = Duration::from_secs(1200);
-            // Room in dom0 for nc2dd's device model and the Linux guest's kernel (the later option
-            // wins on Xen's command line).
-            cfg.xen_cmdline_extra = "dom0_mem=1024M".into();
-            let mut bed = XenBed::boot(cfg).unwrap_or_else(|e| fail(TEST, e));
-            for m in FAIL_MARKERS {
-                bed.add_fail_marker(m);
-            }
-            report(
-                TEST,
-                &format!(
-                    "Xen + dom0 boot to shell: {:.1} s",
-                    bed.boot_time.as_secs_f64()
-                ),
+                    resp_path.display(),
+                    sunk.display()
+                )),
+                files,
+                FAIL_MARKERS,
+                &["netback: serving vifs of domain", "netback: NIC port up"],
             );
-            bed.run(
-                "xl pci-assignable-add 0000:00:04.0",
-                Duration::from_secs(60),
-            )
-            .unwrap_or_else(|e| fail(TEST, e));
-            let dd = bed
-                .xl_create("/nc2dd/nc2dd-hvm.cfg", "nc2dd", Duration::from_secs(120))
-                .unwrap_or_else(|e| fail(TEST, e));
-            let from = bed.cursor();
-            for step in ["netback: serving vifs of domain", "netback: NIC port up"] {
-                bed.rewind(from);
-                let m = bed
-                    .wait_for(step, Duration::from_secs(240))
-                    .unwrap_or_else(|e| fail(TEST, e));
-                report(
-                    TEST,
-                    &format!(
-                        "xl create nc2dd to {step:?}: {:.1} s",
-                        m.arrived
-                            .saturating_duration_since(dd.started)
-                            .as_secs_f64()
-                    ),
-                );
-            }
 
             // The nc2-guest: netchannel2, ping beyond the NIC, a file out over TCP.
             let before = bed.cursor();

@@ -113,13 +113,15 @@ fn bytes(dma: &OwnedRegion, p: &TxPost) -> Vec<u8> {
     v
 }
 
-#[test]
-fn each_guest_gets_its_own_pool_both_ways() {
-    let mem: Vec<AtomicU64> = (0..LAYOUT.words()).map(|_| AtomicU64::new(0)).collect();
+/// netback's NIC port over a queue-pair channel in `mem`, the channel's NIC end, the port's
+/// DMA region, and a fake NIC with no pools yet.
+fn port_with_fake_nic(
+    mem: &[AtomicU64],
+) -> (&'static OwnedRegion, NicPort<'_>, NicEnd<'_>, FakeNic) {
     let dma: &'static OwnedRegion = Box::leak(Box::new(OwnedRegion::new(CFG.dma_bytes())));
-    let end = NetbackEnd::new(&mem, LAYOUT).unwrap();
-    let mut nic = NicEnd::new(&mem, LAYOUT).unwrap();
-    let mut port = NicPort::new(
+    let end = NetbackEnd::new(mem, LAYOUT).unwrap();
+    let nic = NicEnd::new(mem, LAYOUT).unwrap();
+    let port = NicPort::new(
         end,
         DmaRegion {
             mem: dma.mem(),
@@ -128,10 +130,17 @@ fn each_guest_gets_its_own_pool_both_ways() {
         CFG,
     )
     .unwrap();
-    let mut fake = FakeNic {
+    let fake = FakeNic {
         pools: Vec::new(),
         rx: Vec::new(),
     };
+    (dma, port, nic, fake)
+}
+
+#[test]
+fn each_guest_gets_its_own_pool_both_ways() {
+    let mem: Vec<AtomicU64> = (0..LAYOUT.words()).map(|_| AtomicU64::new(0)).collect();
+    let (dma, mut port, mut nic, mut fake) = port_with_fake_nic(&mem);
 
     let mut nb = netback();
     nb.attach_nic();
@@ -280,22 +289,7 @@ fn each_guest_gets_its_own_pool_both_ways() {
 #[test]
 fn a_broadcast_or_multicast_from_the_wire_reaches_each_port_once() {
     let mem: Vec<AtomicU64> = (0..LAYOUT.words()).map(|_| AtomicU64::new(0)).collect();
-    let dma: &'static OwnedRegion = Box::leak(Box::new(OwnedRegion::new(CFG.dma_bytes())));
-    let end = NetbackEnd::new(&mem, LAYOUT).unwrap();
-    let mut nic = NicEnd::new(&mem, LAYOUT).unwrap();
-    let mut port = NicPort::new(
-        end,
-        DmaRegion {
-            mem: dma.mem(),
-            bus: BUS,
-        },
-        CFG,
-    )
-    .unwrap();
-    let mut fake = FakeNic {
-        pools: Vec::new(),
-        rx: Vec::new(),
-    };
+    let (dma, mut port, mut nic, mut fake) = port_with_fake_nic(&mem);
     let mut nb = netback();
     nb.attach_nic();
     for dom in [5, 6] {

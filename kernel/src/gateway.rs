@@ -155,10 +155,10 @@ fn lock_for_upcall() -> spin::MutexGuard<'static, Option<Gateway>> {
         if spins == UPCALL_PATIENCE && !REPORTED.swap(true, Ordering::Relaxed) {
             let h = HOLDER.load(Ordering::Relaxed);
             let site = match h & 0xff {
-                1 => "bring-up",
-                2 => "the upcall",
-                3 => "a task restart",
-                4 => "a system call",
+                x if x == Holder::BringUp as u64 => "bring-up",
+                x if x == Holder::Upcall as u64 => "the upcall",
+                x if x == Holder::TaskRestarted as u64 => "a task restart",
+                x if x == Holder::Syscall as u64 => "a system call",
                 _ => "nobody",
             };
             warn!(
@@ -166,6 +166,24 @@ fn lock_for_upcall() -> spin::MutexGuard<'static, Option<Gateway>> {
                 (h >> 8) & 0xff_ffff,
                 h >> 32
             );
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// The kernel lock for the upcall's posts: after [`UPCALL_PATIENCE`] spins it logs (once per
+/// boot) that the upcall is waiting for it, then keeps waiting. Like the gateway lock, nothing
+/// should hold it while an upcall runs.
+fn kernel_for_upcall() -> spin::MutexGuard<'static, Option<crate::tasks::Kernel>> {
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    let mut spins = 0u32;
+    loop {
+        if let Some(guard) = KERNEL.try_lock() {
+            return guard;
+        }
+        spins = spins.saturating_add(1);
+        if spins == UPCALL_PATIENCE && !REPORTED.swap(true, Ordering::Relaxed) {
+            warn!("xen gateway: the upcall has waited {UPCALL_PATIENCE} spins for the kernel lock");
         }
         core::hint::spin_loop();
     }
@@ -439,7 +457,7 @@ pub fn upcall() {
     if posts.is_empty() {
         return;
     }
-    if let Some(k) = KERNEL.lock().as_mut() {
+    if let Some(k) = kernel_for_upcall().as_mut() {
         for (t, bits) in posts {
             if t < k.tasks.len() {
                 k.post(t, bits);

@@ -568,6 +568,34 @@ pub fn read_key(bed: &mut XenBed, test: &str, key: &str) -> String {
         .to_string()
 }
 
+/// The number after `word ` in netback's statistics line (`tx 12 pkts ...`), if any.
+pub fn vif_counter(stats: &str, word: &str) -> Option<u64> {
+    stats
+        .split_once(&format!("{word} "))
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// The `statistics` key of the vif backend at `backend`, once `done` holds for it. netback
+/// publishes its counters once a second, so right after a transfer the key may still hold the
+/// counts from before it: this reads again for up to ten seconds, then returns the last value
+/// for the caller's assertions to judge.
+pub fn vif_stats_when(
+    bed: &mut XenBed,
+    test: &str,
+    backend: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = read_key(bed, test, &format!("{backend}/statistics"));
+        if done(&stats) || Instant::now() >= until {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,6 +611,16 @@ mod tests {
         assert_eq!(sums_after(&out, "NC2DD_GUEST_GOT "), vec![a]);
         assert_eq!(sums_after(&out, "NC2DD_GUEST_AGAIN "), vec![b]);
         assert!(sums_after(&out, "NC2DD_GUEST_SHA ").is_empty());
+    }
+
+    #[test]
+    fn vif_counters_are_read_by_name() {
+        let stats = "tx 1234 pkts 1609682 B 0 err, rx 96 pkts 8838 B 0 drop, grant 103 calls";
+        assert_eq!(vif_counter(stats, "tx"), Some(1234));
+        assert_eq!(vif_counter(stats, "rx"), Some(96));
+        assert_eq!(vif_counter(stats, "grant"), Some(103));
+        assert_eq!(vif_counter(stats, "notify"), None);
+        assert_eq!(vif_counter("", "tx"), None);
     }
 
     #[test]

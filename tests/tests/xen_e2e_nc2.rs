@@ -16,8 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nc2dd_tests::guests::{
-    self, guest_verdict, nc2_guest_cfg, nc2_guest_image, read_key, report, start_guest, sums_after,
-    wait_line,
+    self, guest_verdict, nc2_guest_cfg, nc2_guest_image, report, start_guest, sums_after, wait_line,
 };
 use nc2dd_tests::xenbed::{self, Netdev};
 
@@ -223,8 +222,9 @@ fn a_netchannel2_guest_receives_from_the_passed_through_nic_with_no_copy() {
             );
 
             // netback's counters: frames from the wire reached the nc2-guest with no copy.
-            std::thread::sleep(Duration::from_secs(2));
-            let stats = read_key(&mut bed, TEST, &format!("{nc2_backend}/statistics"));
+            let stats = guests::vif_stats_when(&mut bed, TEST, &nc2_backend, |s| {
+                s.contains(" zero-copy") && rx_copies(s).1 >= 5
+            });
             report(TEST, &format!("{NC2_NAME} vif statistics: {stats}"));
             let (copied, zero) = rx_copies(&stats);
             assert!(

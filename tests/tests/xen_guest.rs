@@ -97,7 +97,9 @@ fn stock_linux_netfront_guest_pings_netback() {
             "4",
             "frontend state"
         );
-        let stats = read_key(&mut bed, TEST, &format!("{backend}/statistics"));
+        let stats = guests::vif_stats_when(&mut bed, TEST, &backend, |s| {
+            guests::vif_counter(s, "rx").is_some_and(|n| n >= 5)
+        });
         report(TEST, &format!("vif counters after the pings: {stats}"));
         // Five echo replies (and an ARP reply) went to the guest; no ring got a bad request.
         let rx_pkts: u64 = stats

@@ -185,11 +185,7 @@ fn sum_after(out: &str, marker: &str) -> String {
 
 /// The number after `word ` in netback's statistics line (`tx 12 pkts ...`).
 fn stat(stats: &str, word: &str) -> u64 {
-    stats
-        .split_once(&format!("{word} "))
-        .and_then(|(_, r)| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {word} count in {stats:?}"))
+    guests::vif_counter(stats, word).unwrap_or_else(|| panic!("no {word} count in {stats:?}"))
 }
 
 fn hostile_ring_guest(bed: &mut XenBed, test: &str, dd: u32, g: &xenbed::Domain, transport: &str) {
@@ -650,7 +646,9 @@ fn nc2_guest_pings_and_sends_a_file_to_linux() {
             (&backend, nc2.transport.as_str(), 1200),
             (&netif_backend, "netif", 359),
         ] {
-            let stats = read_key(&mut bed, TEST, &format!("{b}/statistics"));
+            let stats = guests::vif_stats_when(&mut bed, TEST, b, |s| {
+                guests::vif_counter(s, "tx").is_some_and(|n| n >= min)
+            });
             report(TEST, &format!("nc2-guest vif ({label}): {stats}"));
             assert!(
                 stat(&stats, "tx") >= min,

@@ -513,15 +513,35 @@ pub fn start_guest(bed: &mut XenBed, test: &str, dd: u32, name: &str) -> (u32, S
 }
 
 /// Reads guest `name`'s console log every few seconds until one of its `NC2DD_GUEST_*` markers
-/// is `ok` (returns the markers with their words) or one of `bad` (panics with the console).
+/// is `ok` (returns the markers with their words) or one of `bad` (panics with the console);
+/// gives up after 360 s.
 pub fn guest_verdict(bed: &mut XenBed, test: &str, name: &str, ok: &str, bad: &[&str]) -> String {
+    guest_verdict_within(
+        bed,
+        test,
+        name,
+        (ok, bad),
+        Duration::from_secs(60),
+        Duration::from_secs(360),
+    )
+}
+
+/// [`guest_verdict`] with `cmd` for each dom0 command and `within` for the whole wait.
+pub fn guest_verdict_within(
+    bed: &mut XenBed,
+    test: &str,
+    name: &str,
+    (ok, bad): (&str, &[&str]),
+    cmd: Duration,
+    within: Duration,
+) -> String {
     let log = guest_log(name);
     let started = Instant::now();
     let verdict = loop {
         let out = bed
             .run(
                 &format!("grep -o 'NC2DD_GUEST_[A-Z_]*[ 0-9a-f]*' {log} | tr '\\n' ' '; echo"),
-                Duration::from_secs(60),
+                cmd,
             )
             .unwrap_or_else(|e| fail(test, e));
         if out.contains(ok) {
@@ -530,8 +550,11 @@ pub fn guest_verdict(bed: &mut XenBed, test: &str, name: &str, ok: &str, bad: &[
         if bad.iter().any(|b| out.contains(b)) {
             break Err(out);
         }
-        if started.elapsed() > Duration::from_secs(360) {
-            break Err(format!("no verdict from {name} in 360 s: {out}"));
+        if started.elapsed() > within {
+            break Err(format!(
+                "no verdict from {name} in {} s: {out}",
+                within.as_secs()
+            ));
         }
         std::thread::sleep(Duration::from_secs(3));
     };
@@ -539,7 +562,7 @@ pub fn guest_verdict(bed: &mut XenBed, test: &str, name: &str, ok: &str, bad: &[
         Ok(out) => out,
         Err(why) => {
             let console = bed
-                .run(&format!("tail -n 40 {log}"), Duration::from_secs(60))
+                .run(&format!("tail -n 40 {log}"), cmd)
                 .unwrap_or_else(|e| fail(test, e));
             panic!("{name} failed ({why}); its console ends:\n{console}");
         }
@@ -556,16 +579,46 @@ pub fn sums_after(out: &str, marker: &str) -> Vec<String> {
         .collect()
 }
 
-/// The value of a xenstore key (the last non-empty line of `xenstore-read`'s output).
+/// The value of a xenstore key (the last non-empty line of `xenstore-read`'s output, guests'
+/// console lines taken out).
 pub fn read_key(bed: &mut XenBed, test: &str, key: &str) -> String {
+    read_key_within(bed, test, key, Duration::from_secs(60))
+}
+
+/// [`read_key`] with `cmd` for the dom0 command.
+pub fn read_key_within(bed: &mut XenBed, test: &str, key: &str, cmd: Duration) -> String {
     let out = bed
-        .run(&format!("xenstore-read {key}"), Duration::from_secs(60))
+        .run(&format!("xenstore-read {key}"), cmd)
         .unwrap_or_else(|e| fail(test, e));
-    out.lines()
+    without_guest_lines(&out)
+        .lines()
         .map(str::trim)
         .rfind(|l| !l.is_empty())
         .unwrap_or("")
         .to_string()
+}
+
+/// dom0's output with the guests' console lines taken out: Xen inserts a whole `(dN) ...` line
+/// wherever it happens to be in dom0's output, even in the middle of a value.
+pub fn without_guest_lines(out: &str) -> String {
+    let mut rest = out;
+    let mut kept = String::new();
+    while let Some(at) = rest.find("(d") {
+        let tail = &rest[at + 2..];
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && tail[digits..].starts_with(") ") {
+            kept.push_str(&rest[..at]);
+            rest = match tail.find('\n') {
+                Some(nl) => &tail[nl + 1..],
+                None => "",
+            };
+        } else {
+            kept.push_str(&rest[..at + 2]);
+            rest = tail;
+        }
+    }
+    kept.push_str(rest);
+    kept
 }
 
 /// The number after `word ` in netback's statistics line (`tx 12 pkts ...`), if any.
@@ -611,6 +664,15 @@ mod tests {
         assert_eq!(sums_after(&out, "NC2DD_GUEST_GOT "), vec![a]);
         assert_eq!(sums_after(&out, "NC2DD_GUEST_AGAIN "), vec![b]);
         assert!(sums_after(&out, "NC2DD_GUEST_SHA ").is_empty());
+    }
+
+    #[test]
+    fn guest_console_lines_are_taken_out_of_dom0_output() {
+        let out = "xenstore-read k\n5(d1) [INFO ] netback: x/state = 6\n(d12) y\nlast (d) (dx) z\n";
+        assert_eq!(
+            without_guest_lines(out),
+            "xenstore-read k\n5last (d) (dx) z\n"
+        );
     }
 
     #[test]

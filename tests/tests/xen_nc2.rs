@@ -29,7 +29,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nc2dd_tests::guests::{self, fail, guest_log, nc2_guest_cfg, report, wait_line};
+use nc2dd_tests::guests::{self, fail, nc2_guest_cfg, report, wait_line};
 use nc2dd_tests::xenbed::{self, BedError, XenBed};
 
 const NC2DD_IP: &str = guests::PVH_NC2DD_IP;
@@ -108,70 +108,18 @@ fn start_guest(bed: &mut XenBed, test: &str, dd: u32, name: &str) -> (u32, Strin
 
 /// Polls a Linux guest's console log until `ok` appears (returns the markers) or one of `bad`.
 fn linux_verdict(bed: &mut XenBed, test: &str, name: &str, ok: &str, bad: &[&str]) -> String {
-    let log = guest_log(name);
-    let started = Instant::now();
-    let verdict = loop {
-        let out = bed
-            .run(
-                &format!("grep -o 'NC2DD_GUEST_[A-Z_]*[ 0-9a-f]*' {log} | tr '\\n' ' '; echo"),
-                DOM0_CMD,
-            )
-            .unwrap_or_else(|e| fail(test, e));
-        if out.contains(ok) {
-            break Ok(out);
-        }
-        if bad.iter().any(|b| out.contains(b)) {
-            break Err(out);
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            break Err(format!("no verdict from {name} in 300 s: {out}"));
-        }
-        std::thread::sleep(Duration::from_secs(3));
-    };
-    match verdict {
-        Ok(out) => out,
-        Err(why) => {
-            let console = bed
-                .run(&format!("tail -n 40 {log}"), DOM0_CMD)
-                .unwrap_or_else(|e| fail(test, e));
-            panic!("{name} failed ({why}); its console ends:\n{console}");
-        }
-    }
-}
-
-/// dom0's output with the guests' console lines taken out: Xen inserts a whole `(dN) ...` line
-/// wherever it happens to be in dom0's output, even in the middle of a value.
-fn without_guest_lines(out: &str) -> String {
-    let mut rest = out;
-    let mut kept = String::new();
-    while let Some(at) = rest.find("(d") {
-        let tail = &rest[at + 2..];
-        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
-        if digits > 0 && tail[digits..].starts_with(") ") {
-            kept.push_str(&rest[..at]);
-            rest = match tail.find('\n') {
-                Some(nl) => &tail[nl + 1..],
-                None => "",
-            };
-        } else {
-            kept.push_str(&rest[..at + 2]);
-            rest = tail;
-        }
-    }
-    kept.push_str(rest);
-    kept
+    guests::guest_verdict_within(
+        bed,
+        test,
+        name,
+        (ok, bad),
+        DOM0_CMD,
+        Duration::from_secs(300),
+    )
 }
 
 fn read_key(bed: &mut XenBed, test: &str, key: &str) -> String {
-    let out = bed
-        .run(&format!("xenstore-read {key}"), DOM0_CMD)
-        .unwrap_or_else(|e| fail(test, e));
-    without_guest_lines(&out)
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("")
-        .to_string()
+    guests::read_key_within(bed, test, key, DOM0_CMD)
 }
 
 fn sum_after(out: &str, marker: &str) -> String {
@@ -268,15 +216,6 @@ fn hostile_ring_guest(bed: &mut XenBed, test: &str, dd: u32, g: &xenbed::Domain,
     report(
         test,
         &format!("hostile vif: state {state}, error key {error:?}"),
-    );
-}
-
-#[test]
-fn guest_console_lines_are_taken_out_of_dom0_output() {
-    let out = "xenstore-read k\n5(d1) [INFO ] netback: x/state = 6\n(d12) y\nlast (d) (dx) z\n";
-    assert_eq!(
-        without_guest_lines(out),
-        "xenstore-read k\n5last (d) (dx) z\n"
     );
 }
 

@@ -649,6 +649,19 @@ pub fn vif_stats_when(
     }
 }
 
+/// Reports the `statistics` key of each vif backend in `backends` and asserts that netback
+/// counted no protocol error on any of them.
+pub fn report_vif_stats_without_errors(bed: &mut XenBed, test: &str, backends: &[&str]) {
+    for b in backends {
+        let stats = read_key(bed, test, &format!("{b}/statistics"));
+        report(test, &format!("{b}: {stats}"));
+        assert!(
+            stats.contains(" 0 proto-err"),
+            "protocol errors counted: {stats}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

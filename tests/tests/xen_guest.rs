@@ -220,14 +220,11 @@ fn two_netfront_guests_transfer_a_file_through_netback() {
                 sent, received,
                 "the file changed on its way through netback"
             );
-            for b in [&server_backend, &client_backend] {
-                let stats = read_key(&mut bed, TEST, &format!("{b}/statistics"));
-                report(TEST, &format!("{b}: {stats}"));
-                assert!(
-                    stats.contains(" 0 proto-err"),
-                    "protocol errors counted: {stats}"
-                );
-            }
+            guests::report_vif_stats_without_errors(
+                &mut bed,
+                TEST,
+                &[&server_backend, &client_backend],
+            );
             report(
                 TEST,
                 &format!("whole bed run {:.1} s", bed.elapsed().as_secs_f64()),

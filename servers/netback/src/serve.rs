@@ -63,25 +63,6 @@ const PORT: PortConfig = PortConfig {
     max_pools: 8,
 };
 
-/// Ring sizes of a queue-pair channel of `bytes`: 16 control entries and the largest
-/// power-of-two RX/TX rings (at most 4096) that fit. nic-ixgbe derives its end the same way
-/// from the same size (`servers/nic-ixgbe/src/server/queue_pair.rs`).
-fn layout_for(bytes: u64) -> Option<Layout> {
-    let mut n = 4096u32;
-    while n >= 16 {
-        let l = Layout {
-            ctrl: 16,
-            rx: n,
-            tx: n,
-        };
-        if (l.words() as u64) * 8 <= bytes {
-            return Some(l);
-        }
-        n /= 2;
-    }
-    None
-}
-
 /// netback's way to the wire: the NIC port over `qp0`.
 struct Uplink {
     port: NicPort<'static>,
@@ -110,7 +91,7 @@ impl Uplink {
     /// system without them serves vifs without a NIC (said in the log).
     fn open(responder: Mac) -> Option<Self> {
         let (channel, ch) = userland::info().channel(QP_CHANNEL)?;
-        let Some(layout) = layout_for(ch.size).filter(|_| ch.kick_bit < 64) else {
+        let Some(layout) = Layout::for_region(ch.size).filter(|_| ch.kick_bit < 64) else {
             log::warn!("channel {QP_CHANNEL} is unusable (size or kick bit): no NIC");
             return None;
         };

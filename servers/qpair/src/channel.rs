@@ -40,6 +40,25 @@ impl Layout {
         self.caps().iter().map(|&c| ring_words(c)).sum()
     }
 
+    /// The layout both ends derive from a channel region of `bytes`: 16 control entries and
+    /// the largest power-of-two RX and TX rings (at most 4096) for which all six rings fit.
+    /// `None` if not even 16-entry rings fit.
+    pub fn for_region(bytes: u64) -> Option<Layout> {
+        let mut n = 4096u32;
+        while n >= 16 {
+            let l = Layout {
+                ctrl: 16,
+                rx: n,
+                tx: n,
+            };
+            if (l.words() as u64) * 8 <= bytes {
+                return Some(l);
+            }
+            n /= 2;
+        }
+        None
+    }
+
     fn split<'a>(&self, mem: &'a [AtomicU64]) -> Result<[&'a [AtomicU64]; 6], ChannelError> {
         if mem.len() != self.words() {
             return Err(ChannelError::Ring(RingError::RegionSize {
@@ -252,6 +271,26 @@ pub unsafe fn region_from_raw<'a>(ptr: *mut u64, layout: Layout) -> &'a [AtomicU
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_layout_follows_the_region_size() {
+        let l = super::Layout::for_region(65536).unwrap();
+        assert_eq!((l.ctrl, l.rx, l.tx), (16, 512, 512));
+        assert!(l.words() * 8 <= 65536);
+        let bigger = super::Layout {
+            rx: 1024,
+            tx: 1024,
+            ..l
+        };
+        assert!(bigger.words() * 8 > 65536, "512 is the largest that fits");
+        assert_eq!(
+            super::Layout::for_region(2048),
+            None,
+            "not even 16-entry rings fit"
+        );
+        assert_eq!(super::Layout::for_region(4096).unwrap().rx, 32);
+        assert_eq!(super::Layout::for_region(1 << 20).unwrap().rx, 4096);
+    }
+
     use super::*;
     use crate::msg::{MacAddr, PoolFlags, RxStatus};
     use core::sync::atomic::Ordering;

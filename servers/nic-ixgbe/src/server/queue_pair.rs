@@ -50,25 +50,6 @@ pub const GRANT_WINDOW: Window = Window {
     end: 1 << 39,
 };
 
-/// Control rings get 16 entries; the RX and TX rings the largest power of two (at most 4096)
-/// for which all six rings fit in `bytes`. netback computes the same from the same size, so
-/// the two ends always agree on the layout the system description implies.
-pub fn layout_for(bytes: u64) -> Option<Layout> {
-    let mut n = 4096u32;
-    while n >= 16 {
-        let l = Layout {
-            ctrl: 16,
-            rx: n,
-            tx: n,
-        };
-        if (l.words() as u64) * 8 <= bytes {
-            return Some(l);
-        }
-        n /= 2;
-    }
-    None
-}
-
 /// This end of `qp0` and the service behind it.
 pub struct QueuePair {
     end: NicEnd<'static>,
@@ -91,7 +72,7 @@ impl QueuePair {
         if ch.kick_bit >= 64 {
             return Err(format!("channel {CHANNEL} has no kick bit"));
         }
-        let layout = layout_for(ch.size)
+        let layout = Layout::for_region(ch.size)
             .ok_or_else(|| format!("channel {CHANNEL} ({} bytes) is too small", ch.size))?;
         let (base, size) = userland::channel_memory(channel);
         if base.is_null() || !(base as usize).is_multiple_of(8) || size < layout.words() * 8 {
@@ -189,26 +170,5 @@ impl QueuePair {
              {} of bad length, {} past a full ring; {} malformed entries",
             r.not_owned, r.outside_window, r.bad_length, r.ring_full, self.end.stats.malformed
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_layout_follows_the_channel_size() {
-        let l = layout_for(65536).unwrap();
-        assert_eq!((l.ctrl, l.rx, l.tx), (16, 512, 512));
-        assert!(l.words() * 8 <= 65536);
-        let bigger = Layout {
-            rx: 1024,
-            tx: 1024,
-            ..l
-        };
-        assert!(bigger.words() * 8 > 65536, "512 is the largest that fits");
-        assert_eq!(layout_for(2048), None, "not even 16-entry rings fit");
-        assert_eq!(layout_for(4096).unwrap().rx, 32);
-        assert_eq!(layout_for(1 << 20).unwrap().rx, 4096);
     }
 }

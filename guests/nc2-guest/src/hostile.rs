@@ -85,7 +85,14 @@ fn provoke_delivery(
 
 /// Waits for the backend to refuse us, then closes our end.
 fn await_refusal(env: &mut Env, vif: &Vif, t0: u64) -> Result<(), String> {
-    let s = env.wait_backend(vif, "Closing or Closed", REFUSAL_TIMEOUT_MS, |s| {
+    report_refusal(env, vif, t0, "Closing or Closed")?;
+    env.set_state(vif, XenbusState::Closed)
+}
+
+/// Waits (as `waiting_for`) until the backend is Closing or further, then logs its state, the
+/// time since the corruption at `t0` and its `error` key.
+fn report_refusal(env: &mut Env, vif: &Vif, t0: u64, waiting_for: &str) -> Result<(), String> {
+    let s = env.wait_backend(vif, waiting_for, REFUSAL_TIMEOUT_MS, |s| {
         s >= XenbusState::Closing
     })?;
     let error = env
@@ -96,7 +103,7 @@ fn await_refusal(env: &mut Env, vif: &Vif, t0: u64) -> Result<(), String> {
         s as u8,
         env.now_ms() - t0
     );
-    env.set_state(vif, XenbusState::Closed)
+    Ok(())
 }
 
 pub fn run(env: &mut Env, vif: &Vif, args: &Args, h: Hostile) -> Result<(), String> {
@@ -161,17 +168,7 @@ pub fn run(env: &mut Env, vif: &Vif, args: &Args, h: Hostile) -> Result<(), Stri
             env.set_state(vif, XenbusState::Initialised)?;
             let t0 = env.now_ms();
             log::info!("NC2_GUEST_CORRUPTED garbage ring keys at Initialised");
-            let s = env.wait_backend(vif, "Closing", REFUSAL_TIMEOUT_MS, |s| {
-                s >= XenbusState::Closing
-            })?;
-            let error = env
-                .read(&format!("{}/error", vif.backend))?
-                .unwrap_or_default();
-            log::info!(
-                "NC2_GUEST_HOSTILE_REFUSED backend state {} ({s:?}) {} ms after the corruption; error key: {error:?}",
-                s as u8,
-                env.now_ms() - t0
-            );
+            report_refusal(env, vif, t0, "Closing")?;
             // Then the state key itself: not a number at all.
             env.write(&format!("{f}/state"), "banana")?;
             let s = env.wait_backend(vif, "Closed", REFUSAL_TIMEOUT_MS, |s| {
